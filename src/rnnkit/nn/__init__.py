@@ -1,0 +1,6 @@
+"""Recurrent building blocks: cells written from the equations and the layer stack."""
+from rnnkit.nn.state import State
+from rnnkit.nn.cells import RNNCell, LSTMCell, GRUCell, make_cell
+from rnnkit.nn.recurrent import Recurrent
+
+__all__ = ["State", "RNNCell", "LSTMCell", "GRUCell", "make_cell", "Recurrent"]
