@@ -1,0 +1,100 @@
+"""Masked sequence losses with explicit normalisation.
+
+This is the one place where per-token losses become a sequence loss.  A loss
+function returns the *sum* over real tokens and the *number* of real tokens,
+never a mean: the caller decides how to normalise (per token, per sequence,
+across data-parallel ranks, across gradient-accumulation steps), and metrics
+accumulate the same two numbers, so perplexity comes from the token-weighted
+mean loss.
+
+A pad contributes exactly zero loss and zero gradient, whatever its target id
+(even one outside the vocabulary) and whatever finite logits the model put
+there.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["sequence_nll", "token_mean"]
+
+# Target id that ``F.cross_entropy`` skips (its default ``ignore_index``): we
+# write it into every non-real position so pad ids never reach the kernel.
+_SKIP = -100
+
+
+def _check_shapes(logits: Tensor, targets: Tensor, mask: Optional[Tensor]) -> None:
+    if logits.dim() != 3:
+        raise ValueError(
+            f"sequence_nll: expected logits of shape (B, T, V), got {tuple(logits.shape)}"
+        )
+    if targets.dim() != 2 or tuple(targets.shape) != tuple(logits.shape[:2]):
+        raise ValueError(
+            f"sequence_nll: expected targets of shape (B, T) = {tuple(logits.shape[:2])} "
+            f"to match logits {tuple(logits.shape)}, got {tuple(targets.shape)}"
+        )
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool or targets.is_complex():
+        raise ValueError(
+            f"sequence_nll: expected integer (long) target ids, got dtype {targets.dtype}"
+        )
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise ValueError(
+                f"sequence_nll: expected a bool mask (True = real token), got dtype {mask.dtype}"
+            )
+        if tuple(mask.shape) != tuple(targets.shape):
+            raise ValueError(
+                f"sequence_nll: expected mask of shape (B, T) = {tuple(targets.shape)}, "
+                f"got {tuple(mask.shape)}"
+            )
+
+
+def sequence_nll(
+    logits: Tensor,
+    targets: Tensor,
+    mask: Optional[Tensor] = None,
+    ignore_index: Optional[int] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Summed token cross-entropy over the real tokens of a padded batch.
+
+    Args:
+        logits: ``(B, T, V)`` unnormalised scores.
+        targets: ``(B, T)`` integer target ids.
+        mask: ``(B, T)`` bool, True at real tokens; None means every position
+            is real (unless ``ignore_index`` says otherwise).
+        ignore_index: a target id that marks pads; combined with ``mask``
+            (a position is real only if both say so).
+
+    Returns:
+        ``(total, count)``: the summed loss in nats, a 0-d float tensor (float32
+        at least, differentiable), and the number of real tokens, a 0-d long
+        tensor.  ``token_mean(total, count)`` gives the per-token loss.
+    """
+    _check_shapes(logits, targets, mask)
+    B, T, V = logits.shape
+    targets = targets.long()
+    real = torch.ones_like(targets, dtype=torch.bool) if mask is None else mask  # (B, T)
+    if ignore_index is not None:
+        real = real & (targets != ignore_index)  # (B, T)
+    # Replace every non-real target, so an out-of-range pad id never reaches the
+    # kernel; cross_entropy gives skipped positions loss 0 and gradient 0.
+    safe_targets = targets.masked_fill(~real, _SKIP)  # (B, T)
+    per_token = F.cross_entropy(
+        logits.reshape(B * T, V), safe_targets.reshape(B * T),
+        ignore_index=_SKIP, reduction="none",
+    )  # (B*T,)
+    # Sum in float32 at least: a bf16/fp16 sum over many tokens loses digits.
+    sum_dtype = torch.promote_types(per_token.dtype, torch.float32)
+    total = per_token.sum(dtype=sum_dtype)  # ()
+    count = real.sum(dtype=torch.long)  # ()
+    return total, count
+
+
+def token_mean(total: Tensor, count: Union[Tensor, int]) -> Tensor:
+    """``total / count``, and 0 (with zero gradient) when there are no tokens."""
+    count = torch.as_tensor(count, device=total.device)
+    mean = total / count.clamp(min=1).to(total.dtype)
+    return torch.where(count > 0, mean, torch.zeros_like(mean))
