@@ -6,7 +6,7 @@ downstream (truncated BPTT, beam search, the seq2seq bridge) works on a
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -41,6 +41,16 @@ class State(NamedTuple):
         if self.c is None:
             return State(torch.where(k, self.h, other.h))
         return State(torch.where(k, self.h, other.h), torch.where(k, self.c, other.c))
+
+    def layer(self, index: int) -> "State":
+        """The ``(B, H)`` state at ``index`` of a stacked ``(L*D, B, H)`` state (layer * D + direction)."""
+        return self.map(lambda t: t[index])
+
+    @staticmethod
+    def stack(states: Sequence["State"]) -> "State":
+        """Inverse of ``layer``: stack ``(B, H)`` states into one ``(len(states), B, H)`` state."""
+        h = torch.stack([s.h for s in states])
+        return State(h) if states[0].c is None else State(h, torch.stack([s.c for s in states]))
 
     @property
     def batch_size(self) -> int:

@@ -1,0 +1,287 @@
+"""``Recurrent``: a stack of recurrent layers, uni- or bidirectional, batch first.
+
+One set of parameters, named and shaped as in ``torch.nn.RNN/LSTM/GRU``
+(``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), and two ways to run it:
+
+* ``backend="fused"``: PyTorch's fused sequence kernel (``torch._VF.lstm`` etc.,
+  which is what ``torch.nn.LSTM.forward`` calls) on our parameters.  Uneven
+  lengths go through a packed sequence, so pads are never read.
+* ``backend="reference"``: our cell equations (``rnnkit.nn.cells``) step by step
+  on the same parameters, the input projection of all steps hoisted into one
+  matmul.  Uneven lengths are masked: a state only advances where ``t < length``,
+  and the backward direction reverses each sequence within its own length.
+
+Both give each sequence of a padded batch exactly what it gets alone, zeros at
+pad positions of the output, and final states taken at each sequence's last
+real step.  ``backend`` can be flipped after construction; checkpoints are the same.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, _VF, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.nn.cells import GATES, RECUR, RecurFn, canonical_mode, input_projection
+from rnnkit.nn.state import State
+
+BACKENDS = ("fused", "reference")
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+_FUSED = {"rnn_tanh": _VF.rnn_tanh, "rnn_relu": _VF.rnn_relu, "lstm": _VF.lstm, "gru": _VF.gru}
+
+
+class Recurrent(nn.Module):
+    """Stacked (bi)directional RNN / LSTM / GRU over batch-first sequences.
+
+    ``forward(x (B, T, I), lengths (B,) | None, state | None)`` returns
+    ``(outputs (B, T, D*H), State with h (and c) of shape (L*D, B, H))``, where
+    ``D = 2`` if bidirectional else 1 and the state rows are ordered
+    ``layer * D + direction`` as in ``torch.nn.LSTM``.
+    """
+
+    def __init__(
+        self,
+        mode: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        backend: str = "fused",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.mode = canonical_mode(mode)
+        if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
+            raise ValueError(
+                f"input_size, hidden_size and num_layers must be > 0; got {input_size}, {hidden_size}, {num_layers}"
+            )
+        if isinstance(dropout, bool) or not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1]; got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout acts between layers only; with num_layers=1 it does nothing", stacklevel=2)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.dropout = float(dropout)
+        self.bias = bias
+        self.backend = backend  # validated by the property setter
+
+        gh = GATES[self.mode] * hidden_size
+        # Per (layer, direction), in torch.nn.LSTM order: names of (w_ih, w_hh[, b_ih, b_hh]).
+        self._weight_names: list[tuple[str, ...]] = []
+        for layer in range(num_layers):
+            layer_in = input_size if layer == 0 else hidden_size * self.num_directions
+            for direction in range(self.num_directions):
+                sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                shapes = {f"weight_ih{sfx}": (gh, layer_in), f"weight_hh{sfx}": (gh, hidden_size)}
+                if bias:
+                    shapes.update({f"bias_ih{sfx}": (gh,), f"bias_hh{sfx}": (gh,)})
+                for name, shape in shapes.items():
+                    self.register_parameter(name, nn.Parameter(torch.empty(shape)))
+                self._weight_names.append(tuple(shapes))
+        self.reset_parameters()
+
+    # ----------------------------------------------------------------- setup
+
+    @property
+    def backend(self) -> str:
+        """``"fused"`` or ``"reference"``; may be changed at any time."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}; got {value!r}")
+        self._backend = value
+
+    def reset_parameters(self) -> None:
+        """Uniform in ``±1/sqrt(H)``, as ``torch.nn``."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def _layer_weights(self, layer: int, direction: int) -> tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+        """``(w_ih, w_hh, b_ih, b_hh)`` of one layer and direction (biases None when bias=False)."""
+        ws = [getattr(self, n) for n in self._weight_names[layer * self.num_directions + direction]]
+        return (ws[0], ws[1], ws[2], ws[3]) if self.bias else (ws[0], ws[1], None, None)
+
+    def _flat_weights(self) -> list[Tensor]:
+        """The parameters themselves (no copies), in the order ``_VF`` expects."""
+        return [getattr(self, n) for names in self._weight_names for n in names]
+
+    def flatten_parameters(self) -> None:
+        """Lay the weights out in one cuDNN buffer (CUDA only; a no-op elsewhere).
+
+        Without it cuDNN copies the weights on every call.  Runs after ``.to()`` /
+        ``.cuda()``; call it again if you replace a parameter object.
+        """
+        ws = self._flat_weights()
+        if not all(w.is_cuda and w.dtype == ws[0].dtype and torch.backends.cudnn.is_acceptable(w) for w in ws):
+            return
+        if len({w.data_ptr() for w in ws}) != len(ws) or not torch._use_cudnn_rnn_flatten_weight():
+            return
+        from torch.backends.cudnn import rnn as cudnn_rnn
+
+        with torch.cuda.device_of(ws[0]), torch.no_grad():
+            torch._cudnn_rnn_flatten_weight(
+                ws, 4 if self.bias else 2, self.input_size, cudnn_rnn.get_cudnn_mode(self.mode.upper()),
+                self.hidden_size, 0, self.num_layers, True, self.bidirectional,
+            )  # fmt: skip
+
+    def _apply(self, fn, recurse: bool = True):
+        out = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return out
+
+    def extra_repr(self) -> str:
+        s = f"{self.mode!r}, {self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if not self.bias:
+            s += ", bias=False"
+        return s + f", backend={self.backend!r}"
+
+    # --------------------------------------------------------------- forward
+
+    def forward(
+        self, x: Tensor, lengths: Optional[Tensor] = None, state: Optional[State] = None
+    ) -> tuple[Tensor, State]:
+        """Run the stack.
+
+        x: ``(B, T, input_size)``; lengths: ``(B,)`` ints in ``[1, T]`` or None (all T);
+        state: initial ``State`` of ``(L*D, B, H)`` tensors or None (zeros).
+        Returns outputs ``(B, T, D*H)`` (zeros at pads) and the final ``State`` ``(L*D, B, H)``.
+        """
+        self._check_inputs(x, lengths, state)
+        B, T, _ = x.shape
+        if lengths is not None and bool((lengths == T).all()):
+            lengths = None  # no pads: both backends take their exact, fastest path
+        if state is None:
+            h = x.new_zeros(self.num_layers * self.num_directions, B, self.hidden_size)  # (L*D, B, H)
+            state = State(h, torch.zeros_like(h) if self.mode == "lstm" else None)
+        if self.backend == "fused" and not self._cells_are_faster(x, lengths):
+            return self._forward_fused(x, lengths, state)
+        return self._forward_reference(x, lengths, state)
+
+    @staticmethod
+    def _cells_are_faster(x: Tensor, lengths: Optional[Tensor]) -> bool:
+        """Where the fused backend hands the work to the cell loop (same numbers, less time).
+
+        Measured on CPU (torch 2.13, oneDNN): one step through the sequence kernel
+        costs ~10x a cell step (generation, decoding), and a packed batch trains
+        slower than the masked cell loop over the same padded batch.  On GPU the
+        cuDNN kernels win, packed or not.
+        """
+        return x.device.type == "cpu" and (x.shape[1] == 1 or lengths is not None)
+
+    def _check_inputs(self, x: Tensor, lengths: Optional[Tensor], state: Optional[State]) -> None:
+        if x.dim() != 3 or x.size(2) != self.input_size:
+            raise ValueError(f"x must be (B, T, input_size={self.input_size}); got shape {tuple(x.shape)}")
+        B, T, _ = x.shape
+        if T == 0:
+            raise ValueError("x must have at least one time step (T >= 1)")
+        if x.dtype != self.weight_ih_l0.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"x dtype {x.dtype} must match the parameters' dtype {self.weight_ih_l0.dtype}")
+        if lengths is not None:
+            if lengths.dim() != 1 or lengths.size(0) != B or lengths.dtype not in _INT_DTYPES:
+                raise ValueError(
+                    f"lengths must be a 1-D integer tensor of size B={B}; "
+                    f"got {lengths.dtype} of shape {tuple(lengths.shape)}"
+                )
+            lo, hi = int(lengths.min()), int(lengths.max())
+            if lo < 1 or hi > T:
+                raise ValueError(f"lengths must lie in [1, T={T}]; got values in [{lo}, {hi}]")
+        if state is not None:
+            if not isinstance(state, State):
+                raise ValueError(f"state must be a rnnkit State; got {type(state).__name__}")
+            want = (self.num_layers * self.num_directions, B, self.hidden_size)
+            if (state.c is not None) != (self.mode == "lstm"):
+                raise ValueError(
+                    f"state.c must be {'given' if self.mode == 'lstm' else 'None'} for mode {self.mode!r}"
+                )
+            for name, t in (("h", state.h), ("c", state.c)):
+                if t is not None and tuple(t.shape) != want:
+                    raise ValueError(f"state.{name} must be (L*D, B, H) = {want}; got {tuple(t.shape)}")
+
+    def _forward_fused(self, x: Tensor, lengths: Optional[Tensor], state: State) -> tuple[Tensor, State]:
+        fn = _FUSED[self.mode]
+        args = (self._flat_weights(), self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        if lengths is None:
+            out, *hidden = fn(x, state.as_torch(), *args, True)  # out (B, T, D*H), hidden: h[, c] (L*D, B, H)
+            return out, State(*hidden)
+        # Packed: each sequence runs over its own steps only, so pads are never read.
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        hx = state.index_select(packed.sorted_indices, dim=1).as_torch()  # batch rows in packed order
+        data, *hidden = fn(packed.data, packed.batch_sizes, hx, *args)  # data (sum(lengths), D*H)
+        out, _ = pad_packed_sequence(
+            PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
+            batch_first=True,
+            total_length=x.size(1),
+        )  # (B, T, D*H), zeros at pads
+        return out, State(*hidden).index_select(packed.unsorted_indices, dim=1)
+
+    def _forward_reference(self, x: Tensor, lengths: Optional[Tensor], state: State) -> tuple[Tensor, State]:
+        T = x.size(1)
+        recur = RECUR[self.mode]
+        valid = masks = rev = None
+        if lengths is not None:
+            steps = torch.arange(T, device=x.device)  # (T,)
+            lens = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+            valid = steps < lens  # (B, T) True at real steps
+            masks = valid.unbind(1)  # T x (B,)
+            # Per-row time index that reverses each sequence within its length; pads stay put.
+            rev = torch.where(valid, lens - 1 - steps, steps)  # (B, T)
+
+        finals: list[State] = []
+        layer_in = x  # (B, T, I) then (B, T, D*H)
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(self.num_directions):
+                w_ih, w_hh, b_ih, b_hh = self._layer_weights(layer, direction)
+                seq = layer_in if direction == 0 else _reverse(layer_in, rev)
+                xw = input_projection(seq, w_ih, b_ih)  # (B, T, G*H): one matmul for all steps
+                s0 = state.layer(layer * self.num_directions + direction)  # (B, H)
+                out, final = _scan(recur, xw, s0, w_hh, b_hh, masks)
+                outs.append(out if direction == 0 else _reverse(out, rev))  # (B, T, H)
+                finals.append(final)
+            layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, T, D*H)
+            if layer < self.num_layers - 1 and self.dropout > 0 and self.training:
+                layer_in = F.dropout(layer_in, self.dropout, training=True)
+        out = layer_in if valid is None else layer_in.masked_fill(~valid.unsqueeze(2), 0.0)  # zeros at pads
+        return out, State.stack(finals)
+
+
+def _scan(
+    recur: RecurFn, xw: Tensor, state: State, w_hh: Tensor, b_hh: Optional[Tensor], masks: Optional[tuple[Tensor, ...]]
+) -> tuple[Tensor, State]:
+    """Step ``recur`` over ``xw`` ``(B, T, G*H)`` from ``state`` ``(B, H)``; a state advances only where masked in.
+
+    Returns every step's ``h`` ``(B, T, H)`` and the final state.
+    """
+    hs = []
+    if masks is None:
+        # unbind, not xw[:, t]: indexing would make each step's backward fill a (B, T, G*H) zero tensor
+        for xw_t in xw.unbind(1):
+            state = recur(xw_t, state, w_hh, b_hh)
+            hs.append(state.h)
+    else:
+        for xw_t, keep in zip(xw.unbind(1), masks):
+            state = recur(xw_t, state, w_hh, b_hh).where(keep, state)
+            hs.append(state.h)
+    return torch.stack(hs, dim=1), state
+
+
+def _reverse(seq: Tensor, rev: Optional[Tensor]) -> Tensor:
+    """Reverse ``seq`` ``(B, T, F)`` in time, each row within its own length when ``rev`` ``(B, T)`` is given."""
+    if rev is None:
+        return seq.flip(1)
+    return seq.gather(1, rev.unsqueeze(2).expand_as(seq))  # (B, T, F)

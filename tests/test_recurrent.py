@@ -1,0 +1,228 @@
+"""Recurrent against torch.nn.RNN/LSTM/GRU with the same weights, for both backends."""
+import warnings
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.nn import Recurrent, State
+
+B, T, I, H, L = 4, 7, 3, 5, 2
+LENGTHS = [7, 3, 5, 1]  # uneven, unsorted, one full, one of length 1
+MODES = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+BACKENDS = ["fused", "reference"]
+
+
+def torch_twin(mode: str, **kw) -> torch.nn.Module:
+    if mode == "lstm":
+        return torch.nn.LSTM(I, H, batch_first=True, **kw)
+    if mode == "gru":
+        return torch.nn.GRU(I, H, batch_first=True, **kw)
+    return torch.nn.RNN(I, H, batch_first=True, nonlinearity=mode[4:], **kw)
+
+
+def pair(mode: str, backend: str, bidirectional: bool, num_layers: int = L, bias: bool = True):
+    theirs = torch_twin(mode, num_layers=num_layers, bidirectional=bidirectional, bias=bias)
+    ours = Recurrent(mode, I, H, num_layers, bidirectional, backend=backend, bias=bias)
+    ours.load_state_dict(theirs.state_dict())  # strict: names and shapes as torch's
+    return ours, theirs
+
+
+def initial_state(mode: str, D: int) -> State:
+    h = torch.randn(L * D, B, H, requires_grad=True)
+    return State(h, torch.randn(L * D, B, H, requires_grad=True) if mode == "lstm" else None)
+
+
+def run_torch(theirs, x, lengths, state):
+    hx = None if state is None else state.as_torch()
+    if lengths is None:
+        out, hn = theirs(x, hx)
+    else:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, hn = theirs(packed, hx)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+    return out, State.from_torch(hn)
+
+
+def readout_grads(out, st, wrt, seed=1):
+    """Gradients of a random linear read-out of outputs and final state."""
+    g = torch.Generator().manual_seed(seed)
+    tensors = [out, st.h] + ([st.c] if st.c is not None else [])
+    loss = sum((t * torch.randn(t.shape, generator=g)).sum() for t in tensors)
+    return torch.autograd.grad(loss, wrt)
+
+
+@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "given_state"])
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "uneven"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_matches_torch(mode, backend, bidirectional, lengths, with_state):
+    torch.manual_seed(0)
+    ours, theirs = pair(mode, backend, bidirectional)
+    x = torch.randn(B, T, I, requires_grad=True)
+    state = initial_state(mode, 2 if bidirectional else 1) if with_state else None
+    lens = None if lengths is None else torch.tensor(lengths)
+    out, st = ours(x, lens, state)
+    ref_out, ref_st = run_torch(theirs, x, lens, state)
+    assert out.shape == (B, T, H * (2 if bidirectional else 1))
+    assert torch.allclose(out, ref_out, atol=1e-5)
+    assert torch.allclose(st.h, ref_st.h, atol=1e-5)
+    assert (st.c is None) == (mode != "lstm")
+    if mode == "lstm":
+        assert torch.allclose(st.c, ref_st.c, atol=1e-5)
+    extra = [] if state is None else [t for t in state if t is not None]
+    g_ours = readout_grads(out, st, [x, *extra, *ours.parameters()])
+    g_ref = readout_grads(ref_out, ref_st, [x, *extra, *theirs.parameters()])
+    for a, b in zip(g_ours, g_ref, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_bias_matches_torch(backend):
+    torch.manual_seed(0)
+    ours, theirs = pair("gru", backend, True, bias=False)
+    x = torch.randn(B, T, I)
+    lens = torch.tensor(LENGTHS)
+    assert torch.allclose(ours(x, lens)[0], run_torch(theirs, x, lens, None)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_padded_batch_equals_each_sequence_alone(mode, backend):
+    torch.manual_seed(0)
+    ours = Recurrent(mode, I, H, L, bidirectional=True, backend=backend)
+    x = torch.randn(B, T, I)
+    lens = torch.tensor(LENGTHS)
+    out, st = ours(x, lens)
+    for b, n in enumerate(LENGTHS):
+        out_b, st_b = ours(x[b : b + 1, :n])  # alone, no pads at all
+        assert torch.allclose(out[b, :n], out_b[0], atol=1e-6)
+        assert torch.all(out[b, n:] == 0)
+        for got, alone in zip(st, st_b):
+            if got is not None:
+                assert torch.allclose(got[:, b], alone[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
+def test_pad_values_change_nothing(mode, backend):
+    torch.manual_seed(0)
+    ours = Recurrent(mode, I, H, L, bidirectional=True, backend=backend)
+    lens = torch.tensor(LENGTHS)
+    pad = torch.arange(T) >= lens.unsqueeze(1)  # (B, T)
+    x1 = torch.randn(B, T, I)
+    x2 = torch.where(pad.unsqueeze(2), 100 * torch.randn(B, T, I), x1)
+    results = []
+    for x in (x1, x2):
+        x = x.clone().requires_grad_()
+        out, st = ours(x, lens)
+        grads = readout_grads(out, st, [x, *ours.parameters()])
+        results.append((out, st.h, *grads))
+        assert torch.all(grads[0][pad] == 0)  # pads get no gradient
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_backends_agree_after_flipping(mode):
+    torch.manual_seed(0)
+    m = Recurrent(mode, I, H, L, bidirectional=True)
+    x, lens = torch.randn(B, T, I), torch.tensor(LENGTHS)
+    fused = m(x, lens)
+    m.backend = "reference"
+    ref = m(x, lens)
+    for a, b in zip((fused[0], *fused[1]), (ref[0], *ref[1])):
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_state_dict_is_torchs_and_crosses_backends():
+    torch.manual_seed(0)
+    ours = Recurrent("lstm", I, H, L, bidirectional=True, backend="fused")
+    theirs = torch_twin("lstm", num_layers=L, bidirectional=True)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    other = Recurrent("lstm", I, H, L, bidirectional=True, backend="reference")
+    other.load_state_dict(ours.state_dict())
+    x = torch.randn(B, T, I)
+    assert torch.allclose(ours(x)[0], other(x)[0], atol=1e-5)
+    bound = 1 / H**0.5
+    assert all(p.abs().max() <= bound for p in ours.parameters())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_only_in_training_and_only_between_layers(backend):
+    torch.manual_seed(0)
+    x, lens = torch.randn(B, T, I), torch.tensor(LENGTHS)
+    plain = Recurrent("lstm", I, H, L, backend=backend)
+    dropped = Recurrent("lstm", I, H, L, dropout=1.0, backend=backend)
+    dropped.load_state_dict(plain.state_dict())
+    # Eval: dropout is off.
+    dropped.eval()
+    assert torch.allclose(dropped(x, lens)[0], plain(x, lens)[0], atol=1e-6)
+    # Training with p=1: the first layer's output is zeroed, so the output no longer depends on x ...
+    dropped.train()
+    a, b = dropped(x)[0], dropped(torch.randn(B, T, I))[0]
+    assert torch.allclose(a, b) and a.abs().sum() > 0  # ... but the last layer's output is not dropped.
+    # One layer: nothing between layers, so training changes nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        single = Recurrent("gru", I, H, 1, dropout=0.9, backend=backend)
+    train_out = single.train()(x, lens)[0]
+    assert torch.equal(train_out, single.eval()(x, lens)[0])
+
+
+def test_dropout_with_one_layer_warns():
+    with pytest.warns(UserWarning, match="between layers"):
+        Recurrent("gru", I, H, 1, dropout=0.5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_inputs_raise_clear_errors(backend):
+    m = Recurrent("lstm", I, H, L, bidirectional=True, backend=backend)
+    x = torch.randn(B, T, I)
+    with pytest.raises(ValueError, match=r"\(B, T, input_size=3\)"):
+        m(torch.randn(B, I))
+    with pytest.raises(ValueError, match=r"\(B, T, input_size=3\)"):
+        m(torch.randn(B, T, I + 1))
+    with pytest.raises(ValueError, match="dtype"):
+        m(x.double())
+    with pytest.raises(ValueError, match="1-D integer tensor of size B=4"):
+        m(x, torch.tensor([7.0, 3.0, 5.0, 1.0]))
+    with pytest.raises(ValueError, match="1-D integer tensor of size B=4"):
+        m(x, torch.tensor([7, 3, 5]))
+    with pytest.raises(ValueError, match=r"\[1, T=7\]"):
+        m(x, torch.tensor([7, 0, 5, 1]))
+    with pytest.raises(ValueError, match="1-D integer tensor"):
+        m(x, torch.ones(B, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\[1, T=7\]"):
+        m(x, torch.tensor([8, 3, 5, 1]))
+    h = torch.zeros(L * 2, B, H)
+    with pytest.raises(ValueError, match=r"state.h must be \(L\*D, B, H\) = \(4, 4, 5\)"):
+        m(x, state=State(torch.zeros(L, B, H), torch.zeros(L, B, H)))
+    with pytest.raises(ValueError, match="state.c must be given"):
+        m(x, state=State(h))
+    with pytest.raises(ValueError, match="state.c must be None"):
+        Recurrent("gru", I, H, L, bidirectional=True, backend=backend)(x, state=State(h, h))
+    with pytest.raises(ValueError, match="State"):
+        m(x, state=(h, h))
+
+
+def test_bad_construction_raises():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Recurrent("gru", I, H, backend="cudnn")
+    m = Recurrent("gru", I, H)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        m.backend = "fast"
+    assert m.backend == "fused"
+    with pytest.raises(ValueError, match="mode must be one of"):
+        Recurrent("transformer", I, H)
+    with pytest.raises(ValueError, match="dropout"):
+        Recurrent("gru", I, H, 2, dropout=1.5)
+
+
+def test_rnn_alias_and_repr():
+    m = Recurrent("rnn", I, H, L, bidirectional=True, dropout=0.1, backend="reference")
+    assert m.mode == "rnn_tanh"
+    r = repr(m)
+    assert "rnn_tanh" in r and "bidirectional=True" in r and "dropout=0.1" in r and "reference" in r
