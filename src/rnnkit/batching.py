@@ -1,0 +1,194 @@
+"""Batches, built once: padded ids, lengths, masks, shifted targets.
+
+Two batch sources, both deterministic functions of (seed, epoch, position) so a
+run resumes exactly from a saved ``state_dict()``:
+
+* ``StreamBatches`` — one long token stream cut into ``B`` contiguous lanes and
+  read ``seq_len`` tokens at a time, for truncated backpropagation through time
+  (the hidden state of lane ``b`` is carried from one batch to the next).
+* ``SequenceBatches`` — separate sequences (names, sentences) grouped into
+  batches of similar length (so pads cost little), shuffled per epoch.
+
+pad/bos/eos arrive as ints; this module knows nothing of vocabularies or files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    """One training or evaluation batch.
+
+    ``inputs``/``targets`` are ``(B, T)`` long; ``lengths`` ``(B,)`` long (real
+    tokens per row, ``None`` when no row is padded); ``mask`` ``(B, T)`` bool,
+    True on real target positions; ``labels`` ``(B,)`` long or ``None``.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    lengths: Optional[Tensor] = None
+    mask: Optional[Tensor] = None
+    labels: Optional[Tensor] = None
+    num_tokens: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.num_tokens = int(self.mask.sum()) if self.mask is not None else self.targets.numel()
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """Copy every tensor to ``device``."""
+        def move(t: Optional[Tensor]) -> Optional[Tensor]:
+            return None if t is None else t.to(device, non_blocking=True)
+        moved = Batch(move(self.inputs), move(self.targets), self.lengths, move(self.mask), move(self.labels))
+        return moved
+
+
+class StreamBatches:
+    """A token stream cut into ``batch_size`` contiguous lanes for TBPTT.
+
+    ``ids`` ``(N,)`` becomes ``(B, N // B)``; batch ``i`` holds columns
+    ``[i*L, (i+1)*L)`` as inputs and the same shifted by one as targets.  The
+    last window of an epoch may be shorter than ``L``; only the final
+    ``N mod B`` tokens (fewer than ``B``) are left out, and ``dropped_tokens``
+    says how many.
+    """
+
+    def __init__(self, ids: Tensor, batch_size: int, seq_len: int) -> None:
+        if ids.dim() != 1:
+            raise ValueError(f"expected a 1-D stream of token ids, got shape {tuple(ids.shape)}")
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError("batch_size and seq_len must be >= 1")
+        lane_len = ids.numel() // batch_size
+        if lane_len < 2:
+            raise ValueError(
+                f"a stream of {ids.numel()} tokens is too short for batch size {batch_size}: "
+                "each lane needs at least 2 tokens (an input and its target)")
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.dropped_tokens = ids.numel() - lane_len * batch_size
+        self.lanes = ids[: lane_len * batch_size].view(batch_size, lane_len)  # (B, N // B)
+        self.batches_per_epoch = -(-(lane_len - 1) // seq_len)
+        self.epoch, self.index = 0, 0
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def batch(self, index: int) -> Batch:
+        start = index * self.seq_len
+        stop = min(start + self.seq_len, self.lanes.shape[1] - 1)
+        return Batch(self.lanes[:, start:stop], self.lanes[:, start + 1: stop + 1])
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Endless iterator; ``epoch``/``index`` advance as batches are taken."""
+        while True:
+            if self.index >= self.batches_per_epoch:
+                self.epoch, self.index = self.epoch + 1, 0
+            b = self.batch(self.index)
+            self.index += 1
+            yield b
+
+    def epoch_batches(self) -> Iterator[Batch]:
+        """One pass in order (evaluation)."""
+        for i in range(self.batches_per_epoch):
+            yield self.batch(i)
+
+    @property
+    def starts_epoch(self) -> bool:
+        """True when the next batch begins an epoch (the carried state must reset)."""
+        return self.index == 0 or self.index >= self.batches_per_epoch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad id lists into ``(B, T)`` long and return it with ``lengths (B,)``."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        out[row, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out, lengths
+
+
+def lm_batch(seqs: Sequence[Sequence[int]], pad_id: int, bos_id: int, eos_id: int,
+             labels: Optional[Sequence[int]] = None) -> Batch:
+    """A language-model batch from whole sequences: ``<bos> x`` predicts ``x <eos>``."""
+    inputs, lengths = pad_sequences([[bos_id, *s] for s in seqs], pad_id)
+    targets, _ = pad_sequences([[*s, eos_id] for s in seqs], pad_id)
+    steps = torch.arange(inputs.shape[1])
+    mask = steps.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+    lab = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+    return Batch(inputs, targets, lengths if bool((lengths != inputs.shape[1]).any()) else None, mask, lab)
+
+
+class SequenceBatches:
+    """Length-bucketed, shuffled batches of separate sequences.
+
+    Each epoch: a seeded permutation, cut into chunks of ``batch_size * pool``
+    examples, each chunk sorted by length and cut into batches, and the batches
+    shuffled — so a batch holds sequences of similar length (few pads) while the
+    order stays random.  The order is a function of ``(seed, epoch)`` alone.
+    """
+
+    def __init__(self, seqs: Sequence[Sequence[int]], batch_size: int, *, make_batch,
+                 labels: Optional[Sequence[int]] = None, seed: int = 0, pool: int = 50,
+                 shuffle: bool = True) -> None:
+        if not seqs:
+            raise ValueError("no sequences to batch")
+        self.seqs, self.labels = seqs, labels
+        self.batch_size, self.seed, self.pool, self.shuffle = batch_size, seed, pool, shuffle
+        self.make_batch = make_batch  # (seqs, labels | None) -> Batch
+        self.epoch, self.index = 0, 0
+        self._order: Optional[list[list[int]]] = None
+        self._order_epoch = -1
+
+    def _epoch_order(self, epoch: int) -> list[list[int]]:
+        n = len(self.seqs)
+        if not self.shuffle:
+            idx = sorted(range(n), key=lambda i: len(self.seqs[i]))
+            return [idx[i: i + self.batch_size] for i in range(0, n, self.batch_size)]
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=g).tolist()
+        chunk = self.batch_size * self.pool
+        batches: list[list[int]] = []
+        for c in range(0, n, chunk):
+            part = sorted(perm[c: c + chunk], key=lambda i: len(self.seqs[i]))
+            batches += [part[i: i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+        order = torch.randperm(len(batches), generator=g).tolist()
+        return [batches[i] for i in order]
+
+    def __len__(self) -> int:
+        return -(-len(self.seqs) // self.batch_size)
+
+    def _build(self, idx: list[int]) -> Batch:
+        labels = None if self.labels is None else [self.labels[i] for i in idx]
+        return self.make_batch([self.seqs[i] for i in idx], labels)
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            if self._order_epoch != self.epoch:
+                self._order, self._order_epoch = self._epoch_order(self.epoch), self.epoch
+            if self.index >= len(self._order):
+                self.epoch, self.index = self.epoch + 1, 0
+                continue
+            idx = self._order[self.index]
+            self.index += 1
+            yield self._build(idx)
+
+    def epoch_batches(self) -> Iterator[Batch]:
+        for idx in self._epoch_order(0):
+            yield self._build(idx)
+
+    starts_epoch = True  # separate sequences never carry state across batches
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])

@@ -1,0 +1,31 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tests are small; one thread avoids oversubscription on 2 cores
+
+
+@pytest.fixture
+def tiny_text(tmp_path):
+    """A small deterministic text file with a learnable pattern."""
+    lines = [f"the {w} sat on the mat.\n" for w in ("cat", "dog", "rat", "bat", "hat")] * 40
+    path = tmp_path / "tiny.txt"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def names_dir(tmp_path):
+    """One file per label, one name per line (a tiny stand-in for names-by-language)."""
+    d = tmp_path / "names"
+    d.mkdir()
+    (d / "Russian.txt").write_text("\n".join(["Ivanov", "Petrov", "Sidorov", "Smirnov", "Popov"] * 6) + "\n",
+                                   encoding="utf-8")
+    (d / "Japanese.txt").write_text("\n".join(["Tanaka", "Suzuki", "Sato", "Takahashi", "Kato"] * 6) + "\n",
+                                    encoding="utf-8")
+    return d
+
+
+def pytest_configure(config):
+    os.environ.setdefault("MPLBACKEND", "Agg")
