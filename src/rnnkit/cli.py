@@ -1,0 +1,216 @@
+"""``rnnkit <command>``: parse, build configs, call a task. No logic of its own."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from rnnkit.errors import ConfigError, RnnkitError
+
+# flag dest -> (config section, field name)
+LM_FIELDS = {
+    "cell": ("model", "cell"), "hidden": ("model", "hidden_size"), "layers": ("model", "num_layers"),
+    "embedding_size": ("model", "embedding_size"), "dropout": ("model", "dropout"),
+    "tie_weights": ("model", "tie_weights"), "backend": ("model", "backend"),
+    "data": ("data", "path"), "encoding": ("data", "encoding"), "valid_fraction": ("data", "valid_fraction"),
+    "tokenizer": ("data", "tokenizer"), "lower": ("data", "lower"), "seq_len": ("data", "seq_len"),
+    "min_freq": ("data", "min_freq"),
+}
+TRAIN_FIELDS = {k: ("train", k) for k in (
+    "max_steps", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "clip_norm", "schedule",
+    "warmup_steps", "eval_every", "save_every", "patience", "seed")}
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training (shared by every `train` command)")
+    g.add_argument("--out", required=True, type=Path, help="run folder to create (or resume)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where its last checkpoint left it")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out instead of refusing to touch it")
+    g.add_argument("--config", type=Path, help="YAML file of option defaults (keys as the flags, e.g. hidden: 512)")
+    g.add_argument("--max-steps", type=int, help="optimizer steps to train for")
+    g.add_argument("--epochs", type=float, help="passes over the training data (instead of --max-steps)")
+    g.add_argument("--batch-size", type=int, help="sequences (stream lanes) per batch [64]")
+    g.add_argument("--lr", type=float, help="peak learning rate [0.002]")
+    g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="[adam]")
+    g.add_argument("--weight-decay", type=float, help="[0]")
+    g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this; 0 disables [5]")
+    g.add_argument("--schedule", choices=["constant", "linear", "cosine"], help="learning-rate schedule [constant]")
+    g.add_argument("--warmup-steps", type=int, help="linear warm-up steps [0]")
+    g.add_argument("--eval-every", type=int, help="evaluate and checkpoint every N steps [500]")
+    g.add_argument("--save-every", type=int, help="save last/ every N steps [= --eval-every]")
+    g.add_argument("--patience", type=int, help="early stop after N evaluations without improvement")
+    g.add_argument("--seed", type=int, help="random seed [0]")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks: learn, train and use them.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    h = sub.add_parser("hello", help='the lecture\'s example: a tiny tanh RNN learns "hello"',
+                       description='Train a one-hot tanh RNN on "hello" and show each step.')
+    h.add_argument("--hidden", type=int, default=3, help="hidden units [3]")
+    h.add_argument("--steps", type=int, default=100, help="training steps [100]")
+    h.add_argument("--lr", type=float, default=0.1, help="Adam learning rate [0.1]")
+    h.add_argument("--seed", type=int, default=0)
+
+    tr = sub.add_parser("train", help="train a model into a run folder")
+    tsub = tr.add_subparsers(dest="task", required=True, metavar="TASK")
+    lm = tsub.add_parser("lm", help="character- or word-level language model",
+                         description="Train a language model on a text file (one stream, truncated BPTT) "
+                                     "or on a folder of <label>.txt files (one sequence per line, conditioned "
+                                     "on the label). Without --data: the bundled Tiny Shakespeare.")
+    g = lm.add_argument_group("data")
+    g.add_argument("--data", help="text file, or folder of <label>.txt files [bundled Tiny Shakespeare]")
+    g.add_argument("--encoding", help="text encoding of the data [utf-8]")
+    g.add_argument("--valid-fraction", type=float, help="held-out fraction: the end of the text [0.1]")
+    g.add_argument("--tokenizer", choices=["char", "word"], help="[char]")
+    g.add_argument("--lower", action="store_const", const=True, help="lower-case the text")
+    g.add_argument("--seq-len", type=int, help="truncated-BPTT window in tokens [128]")
+    g.add_argument("--min-freq", type=int, help="rarer training tokens become <unk> [1]")
+    g = lm.add_argument_group("model")
+    g.add_argument("--cell", choices=["rnn", "lstm", "gru"], help="[lstm]")
+    g.add_argument("--hidden", type=int, help="hidden units per layer [256]")
+    g.add_argument("--layers", type=int, help="stacked recurrent layers [2]")
+    g.add_argument("--embedding-size", type=int, help="input embedding size; 0 for one-hot input [64]")
+    g.add_argument("--dropout", type=float, help="dropout [0]")
+    g.add_argument("--tie-weights", action="store_const", const=True, help="share input and output embeddings")
+    g.add_argument("--backend", choices=["fused", "reference"], help="fused torch kernels or rnnkit's cells [fused]")
+    lm.add_argument("--sample-length", type=int, default=300, help="characters to sample at the end [300]")
+    _add_train_options(lm)
+
+    ge = sub.add_parser("generate", help="sample text from a trained language model",
+                        description="Sample continuations of a prime text from a run folder.")
+    ge.add_argument("run", type=Path, help="run folder")
+    ge.add_argument("--prime", default=None, help="text to start from [a newline]")
+    ge.add_argument("--length", type=int, default=300, help="tokens to generate [300]")
+    ge.add_argument("--temperature", type=float, default=1.0, help="> 0; lower is more conservative [1.0]")
+    ge.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    ge.add_argument("--top-p", type=float, help="nucleus sampling: smallest set with this probability, in (0, 1]")
+    ge.add_argument("--seed", type=int, help="random seed for reproducible samples")
+    ge.add_argument("--num-samples", type=int, default=1, help="samples, drawn in one batch [1]")
+    ge.add_argument("--label", help="class label to generate for (conditioned models)")
+
+    ev = sub.add_parser("evaluate", help="score a trained model on a data file",
+                        description="Nats per token, perplexity and bits per token on a whole file.")
+    ev.add_argument("run", type=Path, help="run folder")
+    ev.add_argument("--data", help="text file [bundled Tiny Shakespeare]")
+    ev.add_argument("--encoding", help="text encoding [the run's]")
+    ev.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
+    return p
+
+
+def _load_yaml(path: Optional[Path]) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def _sections(args: argparse.Namespace, fields: dict[str, tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """Options given on the command line or in --config, grouped by config section."""
+    yaml_opts = _load_yaml(args.config)
+    unknown = sorted(set(yaml_opts) - set(fields))
+    if unknown:
+        raise ConfigError(f"{args.config}: unknown options {unknown}")
+    out: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
+    for dest, (section, name) in fields.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            value = yaml_opts.get(dest)
+        if value is not None:
+            out[section][name] = value
+    return out
+
+
+def _train_lm(args: argparse.Namespace) -> int:
+    from rnnkit import checkpoint as ckpt
+    from rnnkit.tasks.lm import LMDataConfig, train_lm
+    from rnnkit.tasks.runs import resolve
+    from rnnkit.trainer import TrainConfig
+
+    given = _sections(args, {**LM_FIELDS, **TRAIN_FIELDS})
+    if given["model"].get("embedding_size") == 0:
+        given["model"]["embedding_size"] = None
+    if given["train"].get("clip_norm") == 0:
+        given["train"]["clip_norm"] = None
+    saved = ckpt.load_json(args.out / ckpt.CONFIG) if args.resume and (args.out / ckpt.CONFIG).is_file() else {}
+    if saved:  # options not given now come from the run being resumed
+        given = {s: {**{k: v for k, v in saved[s].items() if k != "vocab_size" and k != "num_labels"},
+                     **given[s]} for s in given}
+    elif not given["train"].get("max_steps") and not given["train"].get("epochs"):
+        given["train"]["epochs"] = 1.0
+    data = resolve(LMDataConfig, given["data"])
+    train = resolve(TrainConfig, given["train"])
+    train_lm(args.out, given["model"], data, train, resume=args.resume, overwrite=args.overwrite,
+             progress=not args.no_progress,
+             sample_length=args.sample_length)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.lm import generate
+
+    texts = generate(args.run, prime=args.prime if args.prime is not None else ("" if args.label else "\n"),
+                     length=args.length, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                     seed=args.seed, num_samples=args.num_samples, label=args.label)
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            print(f"--- sample {i + 1} ---")
+        print(text)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.lm import evaluate
+
+    metrics = evaluate(args.run, args.data, args.encoding)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        for k, v in metrics.items():
+            print(f"{k:18} {v:.4f}" if isinstance(v, float) else f"{k:18} {v}")
+    return 0
+
+
+def _hello(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.hello import hello
+
+    text = hello(hidden_size=args.hidden, steps=args.steps, lr=args.lr, seed=args.seed)
+    return 0 if text == "hello" else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
+    handlers = {"hello": _hello, "generate": _generate, "evaluate": _evaluate}
+    try:
+        if args.command == "train":
+            return {"lm": _train_lm}[args.task](args)
+        return handlers[args.command](args)
+    except RnnkitError as e:
+        print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The language-model task: text -> char/word stream -> LanguageModel -> nats, perplexity, bpc.
+
+Two data shapes:
+* a text file (default: the bundled Tiny Shakespeare) read as one contiguous
+  stream for truncated BPTT, the last ``valid_fraction`` held out;
+* a folder of ``*.txt`` files, one class per file and one sequence per line
+  (the names-by-language data): the model is conditioned on the class label and
+  generates a whole sequence for a label (one-to-many).
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from rnnkit.batching import SequenceBatches, StreamBatches, lm_batch
+from rnnkit.data import bundled_path, read_text, split_text
+from rnnkit.decoding import generate as generate_ids, validate_sampling
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.metrics import TokenNLL
+from rnnkit.models import LanguageModel, LanguageModelConfig
+from rnnkit.tasks.runs import open_run, prepare_run_dir, run_config, version_info
+from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
+from rnnkit.trainer import TrainConfig, Trainer
+from rnnkit.vocab import Vocab
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+
+
+@dataclass
+class LMDataConfig:
+    path: Optional[str] = None         # text file, or a folder of <label>.txt files; None: bundled Tiny Shakespeare
+    encoding: str = "utf-8"
+    valid_fraction: float = 0.1        # the last fraction of the text (or of each label's lines) is validation
+    tokenizer: str = "char"            # char | word
+    lower: bool = False                # lower-case before tokenising
+    seq_len: int = 128                 # truncated-BPTT window (stream data)
+    min_freq: int = 1                  # tokens rarer than this in training become <unk>
+
+
+def _tokenizer(cfg: LMDataConfig):
+    return make_tokenizer(cfg.tokenizer, **({"lower": cfg.lower} if cfg.tokenizer == "word" else {}))
+
+
+def _read(path: Path, cfg: LMDataConfig) -> str:
+    text = read_text(path, cfg.encoding)
+    return text.lower() if cfg.lower and cfg.tokenizer == "char" else text
+
+
+def _read_labelled(folder: Path, cfg: LMDataConfig, log) -> dict[str, list[str]]:
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise DataError(f"{folder}: no *.txt files; expected one file per label, one sequence per line")
+    out = {}
+    for f in files:
+        lines = _read(f, cfg).splitlines()
+        kept = [ln.strip() for ln in lines if ln.strip()]
+        if len(kept) < len(lines):
+            log(f"{f}: skipped {len(lines) - len(kept)} empty lines")
+        if not kept:
+            raise DataError(f"{f}: no non-empty lines")
+        out[f.stem] = kept
+    return out
+
+
+def _split_labelled(data: dict[str, list[str]], fraction: float, seed: int):
+    """A seeded stratified split: the same fraction of every label's lines to validation."""
+    g = torch.Generator().manual_seed(seed)
+    train, valid = [], []
+    for label, lines in data.items():
+        perm = torch.randperm(len(lines), generator=g).tolist()
+        n_valid = int(round(len(lines) * fraction))
+        valid += [(lines[i], label) for i in perm[:n_valid]]
+        train += [(lines[i], label) for i in perm[n_valid:]]
+    return train, valid
+
+
+def evaluate_batches(model, batches) -> dict[str, float]:
+    """Token-weighted NLL over one pass, carrying state along a stream."""
+    meter, carry = TokenNLL(), None
+    for batch in batches.epoch_batches():
+        out = model.loss(batch, carry)
+        carry = out.carry
+        meter.update(out.loss, out.num_tokens)
+    return meter.compute()
+
+
+class _Prepared:
+    """Vocabulary, batch sources and model config for one data set."""
+
+    def __init__(self, data: LMDataConfig, train: TrainConfig, log, vocab: Optional[Vocab] = None):
+        self.tok = _tokenizer(data)
+        path = Path(data.path) if data.path else bundled_path("tinyshakespeare")
+        self.labelled = path.is_dir()
+        if self.labelled:
+            raw = _read_labelled(path, data, log)
+            self.labels = sorted(raw)
+            tr, va = _split_labelled(raw, data.valid_fraction, train.seed)
+            tr_tok = [self.tok.tokenize(s) for s, _ in tr]
+            va_tok = [self.tok.tokenize(s) for s, _ in va]
+            self.vocab = vocab or Vocab.build(tr_tok, specials=[PAD, BOS, EOS], min_freq=data.min_freq, unk=UNK)
+            enc = self.vocab.encode
+            make = lambda seqs, labels: lm_batch(seqs, self.vocab.pad_id, self.vocab.bos_id,  # noqa: E731
+                                                 self.vocab.eos_id, labels)
+            lab_id = {name: i for i, name in enumerate(self.labels)}
+            self.train = SequenceBatches([enc(s) for s in tr_tok], train.batch_size, make_batch=make,
+                                         labels=[lab_id[l] for _, l in tr], seed=train.seed)
+            self.valid = SequenceBatches([enc(s) for s in va_tok], train.batch_size, make_batch=make,
+                                         labels=[lab_id[l] for _, l in va], shuffle=False) if va else None
+            self.summary = (f"{len(tr)} training and {len(va)} validation sequences, "
+                            f"{len(self.labels)} labels")
+        else:
+            self.labels = []
+            text_train, text_valid = split_text(_read(path, data), data.valid_fraction) \
+                if data.valid_fraction > 0 else (_read(path, data), "")
+            tr_tok = self.tok.tokenize(text_train)
+            va_tok = self.tok.tokenize(text_valid)
+            self.vocab = vocab or Vocab.build([tr_tok], min_freq=data.min_freq, unk=UNK)
+            ids = torch.tensor(self.vocab.encode(tr_tok), dtype=torch.long)
+            self.train = StreamBatches(ids, train.batch_size, data.seq_len)
+            self.valid = None
+            if va_tok:
+                self.valid = StreamBatches(torch.tensor(self.vocab.encode(va_tok), dtype=torch.long),
+                                           train.batch_size, data.seq_len)
+            self.summary = (f"{len(tr_tok):,} training and {len(va_tok):,} validation tokens "
+                            f"({path})")
+            if self.train.dropped_tokens:
+                self.summary += f"; the last {self.train.dropped_tokens} training tokens do not fill a lane"
+        oov = self.vocab.oov_rate(va_tok) if va_tok else 0.0
+        self.summary += f"; vocabulary {len(self.vocab)}, validation OOV rate {oov:.2%}"
+
+
+def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, train: TrainConfig, *,
+             resume: bool = False, overwrite: bool = False, progress: bool = True, sample_length: int = 300,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train a language model into run folder ``out``; returns the final validation metrics."""
+    out = Path(out)
+    prep = _Prepared(data, train, log, vocab=Vocab.load(out / "vocab.json") if resume else None)
+    log(prep.summary)
+    mcfg = LanguageModelConfig(vocab_size=len(prep.vocab), num_labels=len(prep.labels), **model_opts)
+    torch.manual_seed(train.seed)  # the initial weights are part of the run's definition
+    model = LanguageModel(mcfg)
+    config = run_config("lm", "language_model", model=mcfg, data=data, train=train,
+                        labels=prep.labels)
+    prepare_run_dir(out, config, resume, overwrite)
+    if not resume:
+        prep.vocab.save(out / "vocab.json")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {mcfg.num_layers}-layer {mcfg.cell.upper()}, hidden {mcfg.hidden_size}, "
+        f"{n_params:,} parameters")
+    evaluate = (lambda m: evaluate_batches(m, prep.valid)) if prep.valid is not None else None
+    trainer = Trainer(model, train, prep.train, evaluate=evaluate, run_dir=out, progress=progress, log=log)
+    t0 = time.perf_counter()
+    history = trainer.fit(resume=resume)
+    log(f"trained {trainer.step} steps in {time.perf_counter() - t0:.0f} s; run folder: {out}")
+    final = {k[len('valid_'):]: v for k, v in history[-1].items() if k.startswith("valid_")} if history else {}
+    if sample_length > 0:
+        label = prep.labels[0] if prep.labels else None
+        for text in generate(out, prime="" if prep.labels else "\n", length=sample_length,
+                             temperature=0.8, seed=train.seed, label=label):
+            log(("sample" + (f" ({label})" if label else "") + ":\n") + text)
+    return final
+
+
+def _open(run: str | Path):
+    config, model, vocabs = open_run(run)
+    data = LMDataConfig(**config["data"])
+    return config, model, vocabs["vocab"], tokenizer_from_config({"name": data.tokenizer, **(
+        {"lower": data.lower} if data.tokenizer == "word" else {})}), data
+
+
+def generate(run: str | Path, *, prime: str = "", length: int = 200, temperature: float = 1.0,
+             top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
+             num_samples: int = 1, label: Optional[str] = None) -> list[str]:
+    """Sample ``num_samples`` continuations of ``prime`` (in one batch) from a trained run."""
+    validate_sampling(temperature, top_k, top_p)
+    if length < 1 or num_samples < 1:
+        raise ConfigError("length and num_samples must be >= 1")
+    config, model, vocab, tok, data = _open(run)
+    labels = config.get("labels") or []
+    prime_tokens = tok.tokenize(prime.lower() if data.lower else prime)
+    unknown = sorted({t for t in prime_tokens if t not in vocab or t == UNK})
+    if unknown:
+        raise ConfigError(f"the prime text has {len(unknown)} token(s) the model's vocabulary lacks: "
+                          + ", ".join(repr(t) for t in unknown[:10]))
+    lab = None
+    if labels:
+        if label is None:
+            raise ConfigError(f"this model generates for a label: pass --label, one of {labels}")
+        if label not in labels:
+            raise ConfigError(f"unknown label {label!r}; the model knows {labels}")
+        lab = torch.full((num_samples,), labels.index(label), dtype=torch.long)
+        prime_ids = [vocab.bos_id, *vocab.encode(prime_tokens)]
+    elif label is not None:
+        raise ConfigError("this model is not conditioned on a label; drop --label")
+    else:
+        if not prime_tokens:
+            raise ConfigError("give a non-empty --prime text to start from")
+        prime_ids = vocab.encode(prime_tokens)
+    prime_t = torch.tensor(prime_ids, dtype=torch.long).expand(num_samples, -1)  # (N, P)
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    step = (lambda tokens, state: model.step(tokens, state, lab)) if lab is not None else model.step
+    ids = generate_ids(step, None, prime_t, length, temperature=temperature, top_k=top_k, top_p=top_p,
+                       generator=gen, eos_id=vocab.eos_id if labels else None)  # (N, length)
+    texts = []
+    for row in ids.tolist():
+        if labels and vocab.eos_id in row:
+            row = row[: row.index(vocab.eos_id)]
+        texts.append(tok.detokenize(prime_tokens + vocab.decode(row)))
+    return texts
+
+
+def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
+             batch_size: int = 64) -> dict[str, Any]:
+    """Nats per token, perplexity and bits per token of a trained run on a text file (all of it)."""
+    config, model, vocab, tok, data = _open(run)
+    if config.get("labels"):
+        raise ConfigError("evaluate on labelled line data is not supported yet; evaluate a stream model")
+    path = Path(data_path) if data_path else bundled_path("tinyshakespeare")
+    text = read_text(path, encoding or data.encoding)
+    tokens = tok.tokenize(text.lower() if data.lower and data.tokenizer == "char" else text)
+    ids = torch.tensor(vocab.encode(tokens), dtype=torch.long)
+    if ids.numel() < 2:
+        raise DataError(f"{path}: too short to evaluate (needs at least 2 tokens)")
+    lanes = max(1, min(batch_size, ids.numel() // (data.seq_len + 1)))
+    batches = StreamBatches(ids, lanes, data.seq_len)
+    with torch.inference_mode():
+        metrics = evaluate_batches(model, batches)
+    metrics.update({"file": str(path), "oov_rate": vocab.oov_rate([tokens]),
+                    "tokens_scored": int(metrics.get("tokens", 0)),
+                    "tokens_not_scored": batches.dropped_tokens + lanes})
+    return metrics

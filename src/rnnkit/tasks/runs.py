@@ -1,0 +1,103 @@
+"""Creating, checking and reopening run folders (shared by every task)."""
+from __future__ import annotations
+
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+import rnnkit
+from rnnkit import checkpoint as ckpt
+from rnnkit.errors import CheckpointError, ConfigError
+from rnnkit.models import build_model
+from rnnkit.vocab import Vocab
+
+
+def resolve(cls, explicit: Mapping[str, Any], *layers: Mapping[str, Any]):
+    """Build dataclass ``cls`` from its defaults, then ``layers`` (lowest first), then ``explicit``.
+
+    Unknown keys in any layer raise ``ConfigError`` naming them.
+    """
+    known = {f.name for f in fields(cls)}
+    merged: dict[str, Any] = {}
+    for layer in (*layers, explicit):
+        unknown = sorted(set(layer) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} fields {unknown}; expected some of {sorted(known)}")
+        merged.update({k: v for k, v in layer.items() if v is not None or k in explicit})
+    return cls(**merged)
+
+
+def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two nested config dicts."""
+    out = []
+    for key in sorted(set(saved) | set(new)):
+        a, b = saved.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name} (run has {a!r}, now {b!r})")
+    return out
+
+
+def prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool = False) -> None:
+    """Create a fresh run folder, or check that ``config`` matches the one being resumed.
+
+    An existing run is replaced only when ``overwrite`` says so.
+    """
+    cfg_path = run_dir / ckpt.CONFIG
+    if resume:
+        if not (run_dir / ckpt.LAST / ckpt.STATE).is_file():
+            raise CheckpointError(f"cannot resume: {run_dir / ckpt.LAST / ckpt.STATE} does not exist")
+        saved = ckpt.load_json(cfg_path)
+        diff = config_differences(saved, config)
+        if diff:
+            raise ConfigError(f"cannot resume {run_dir}: the configuration differs in "
+                              + "; ".join(diff) + ". Resume with the same options, or start a new --out folder.")
+        return
+    if cfg_path.exists() and overwrite:
+        import shutil
+
+        shutil.rmtree(run_dir)
+    if cfg_path.exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                          "or choose another --out folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt.save_json(cfg_path, config)
+
+
+def run_config(task: str, model_name: str, **parts: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"task": task, "model_name": model_name}
+    for k, v in parts.items():
+        out[k] = asdict(v) if is_dataclass(v) else v
+    return out
+
+
+def open_run(run_dir: str | Path, vocab_names: tuple[str, ...] = ("vocab",)):
+    """Rebuild a trained model from its folder alone: (config, model in eval mode, vocabs)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: no such run folder")
+    config = ckpt.load_json(run_dir / ckpt.CONFIG)
+    try:
+        model = build_model(config["model_name"], config["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{run_dir / ckpt.CONFIG}: cannot rebuild the model ({e})") from None
+    weights = run_dir / ckpt.WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} does not exist: the run has not finished an evaluation yet")
+    ckpt.load_weights_into(model, weights)
+    model.eval()
+    vocabs = {}
+    for name in vocab_names:
+        try:
+            vocabs[name] = Vocab.load(run_dir / f"{name}.json")
+        except Exception as e:  # DataError from Vocab.load names the file
+            raise CheckpointError(str(e)) from None
+    return config, model, vocabs
+
+
+def version_info() -> dict[str, str]:
+    return {"rnnkit": rnnkit.__version__, "torch": torch.__version__}
