@@ -192,3 +192,14 @@ class SequenceBatches:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+def classify_batch(seqs: Sequence[Sequence[int]], labels: Optional[Sequence[int]], pad_id: int) -> Batch:
+    """A many-to-one batch: ``inputs (B, T)`` padded ids, ``lengths``, ``mask`` of real tokens,
+    ``labels (B,)`` (``targets`` holds the labels too; -1 when unlabelled, for prediction)."""
+    inputs, lengths = pad_sequences(seqs, pad_id)
+    mask = torch.arange(inputs.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+    lab = torch.as_tensor(labels if labels is not None else [-1] * len(seqs), dtype=torch.long)
+    batch = Batch(inputs, lab, lengths if bool((lengths != inputs.shape[1]).any()) else None, mask, lab)
+    batch.num_tokens = len(seqs)  # the loss is a mean over sequences
+    return batch

@@ -20,7 +20,7 @@ LM_FIELDS = {
 }
 TRAIN_FIELDS = {k: ("train", k) for k in (
     "max_steps", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "clip_norm", "schedule",
-    "warmup_steps", "eval_every", "save_every", "patience", "seed")}
+    "warmup_steps", "min_lr_ratio", "eval_every", "save_every", "patience", "seed")}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -40,6 +40,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this; 0 disables [5]")
     g.add_argument("--schedule", choices=["constant", "linear", "cosine"], help="learning-rate schedule [constant]")
     g.add_argument("--warmup-steps", type=int, help="linear warm-up steps [0]")
+    g.add_argument("--min-lr-ratio", type=float, help="linear/cosine schedules decay to this fraction of --lr [0]")
     g.add_argument("--eval-every", type=int, help="evaluate and checkpoint every N steps [500]")
     g.add_argument("--save-every", type=int, help="save last/ every N steps [= --eval-every]")
     g.add_argument("--patience", type=int, help="early stop after N evaluations without improvement")
