@@ -44,6 +44,7 @@ class Batch:
         def move(t: Optional[Tensor]) -> Optional[Tensor]:
             return None if t is None else t.to(device, non_blocking=True)
         moved = Batch(move(self.inputs), move(self.targets), self.lengths, move(self.mask), move(self.labels))
+        moved.num_tokens = self.num_tokens
         return moved
 
 
