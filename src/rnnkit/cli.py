@@ -18,6 +18,16 @@ LM_FIELDS = {
     "tokenizer": ("data", "tokenizer"), "lower": ("data", "lower"), "seq_len": ("data", "seq_len"),
     "min_freq": ("data", "min_freq"),
 }
+CLASSIFY_FIELDS = {
+    **{k: ("data", k) for k in (
+        "train", "valid", "test", "valid_split", "test_split", "folds", "format", "text_column", "label_column",
+        "header", "encoding", "tokenizer", "lower", "pattern", "bpe_vocab_size", "min_freq", "max_vocab",
+        "embeddings")},
+    "cell": ("model", "cell"), "embedding_size": ("model", "embedding_size"), "hidden": ("model", "hidden_size"),
+    "layers": ("model", "num_layers"), "bidirectional": ("model", "bidirectional"),
+    "dropout": ("model", "dropout"), "pooling": ("model", "pooling"), "mlp_hidden": ("model", "mlp_hidden"),
+    "freeze_embeddings": ("model", "freeze_embeddings"), "backend": ("model", "backend"),
+}
 TRAIN_FIELDS = {k: ("train", k) for k in (
     "max_steps", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "clip_norm", "schedule",
     "warmup_steps", "min_lr_ratio", "eval_every", "save_every", "patience", "seed")}
@@ -41,7 +51,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", choices=["constant", "linear", "cosine"], help="learning-rate schedule [constant]")
     g.add_argument("--warmup-steps", type=int, help="linear warm-up steps [0]")
     g.add_argument("--min-lr-ratio", type=float, help="linear/cosine schedules decay to this fraction of --lr [0]")
-    g.add_argument("--eval-every", type=int, help="evaluate and checkpoint every N steps [500]")
+    g.add_argument("--eval-every", type=int, help="evaluate and checkpoint every N steps [once per epoch]")
     g.add_argument("--save-every", type=int, help="save last/ every N steps [= --eval-every]")
     g.add_argument("--patience", type=int, help="early stop after N evaluations without improvement")
     g.add_argument("--seed", type=int, help="random seed [0]")
@@ -85,6 +95,49 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--sample-length", type=int, default=300, help="characters to sample at the end [300]")
     _add_train_options(lm)
 
+    cl = tsub.add_parser("classify", help="text classification (many-to-one)",
+                         description="Train a classifier: tokens -> embedding -> recurrent encoder -> pooling "
+                                     "-> softmax over the classes.")
+    g = cl.add_argument_group("data")
+    g.add_argument("--train", help="labelled TSV/CSV/JSONL file, class files joined by commas, or a folder "
+                                   "(one file or sub-folder per class)")
+    g.add_argument("--valid", help="validation file (else --valid-split of --train)")
+    g.add_argument("--test", help="test file, scored once with the best weights")
+    g.add_argument("--valid-split", type=float, help="stratified fraction of --train for validation [0.1]")
+    g.add_argument("--test-split", type=float, help="stratified fraction of --train held out as test [0]")
+    g.add_argument("--folds", type=int, help="k-fold cross-validation on --train (e.g. 10)")
+    g.add_argument("--format", choices=["auto", "tsv", "csv", "jsonl", "files", "folder"], help="[auto]")
+    g.add_argument("--text-column", type=_column, help="text column: index or header name (field for JSONL) [0]")
+    g.add_argument("--label-column", type=_column, help="label column: index or header name [1]")
+    g.add_argument("--header", action=argparse.BooleanOptionalAction, help="the file has a header row [detect]")
+    g.add_argument("--encoding", help="text encoding [utf-8]")
+    g.add_argument("--tokenizer", choices=["char", "word", "bpe"], help="[word]")
+    g.add_argument("--lower", action="store_const", const=True, help="lower-case the text")
+    g.add_argument("--pattern", help="regex whose matches are the word tokens")
+    g.add_argument("--bpe-vocab-size", type=int, help="BPE vocabulary size [8000]")
+    g.add_argument("--min-freq", type=int, help="rarer training tokens become <unk> [1]")
+    g.add_argument("--max-vocab", type=int, help="keep only the most frequent tokens")
+    g.add_argument("--embeddings", help="pretrained vectors (GloVe / word2vec text format)")
+    g = cl.add_argument_group("model")
+    g.add_argument("--cell", choices=["rnn", "lstm", "gru"], help="[lstm]")
+    g.add_argument("--embedding-size", type=int, help="[128]")
+    g.add_argument("--hidden", type=int, help="hidden units per layer and direction [128]")
+    g.add_argument("--layers", type=int, help="stacked recurrent layers [1]")
+    g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, help="read both ways [no]")
+    g.add_argument("--dropout", type=float, help="[0]")
+    g.add_argument("--pooling", choices=["last", "mean", "max", "attention"], help="[last]")
+    g.add_argument("--mlp-hidden", type=int, help="hidden units of the classifier MLP; 0 for linear [0]")
+    g.add_argument("--freeze-embeddings", action="store_const", const=True, help="keep pretrained vectors fixed")
+    g.add_argument("--backend", choices=["fused", "reference"], help="[fused]")
+    _add_train_options(cl)
+
+    pr = sub.add_parser("predict", help="label texts with a trained classifier",
+                        description="One text per line in (FILE or stdin), label and class probabilities out.")
+    pr.add_argument("run", type=Path, help="run folder")
+    pr.add_argument("file", nargs="?", help="input file [stdin]")
+    pr.add_argument("--json", action="store_true", help="one JSON object per line")
+    pr.add_argument("--encoding", default="utf-8", help="input encoding [utf-8]")
+
     ge = sub.add_parser("generate", help="sample text from a trained language model",
                         description="Sample continuations of a prime text from a run folder.")
     ge.add_argument("run", type=Path, help="run folder")
@@ -98,12 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     ge.add_argument("--label", help="class label to generate for (conditioned models)")
 
     ev = sub.add_parser("evaluate", help="score a trained model on a data file",
-                        description="Nats per token, perplexity and bits per token on a whole file.")
+                        description="Language models: nats per token, perplexity and bits per token on a whole "
+                                    "text file. Classifiers: accuracy, macro-F1 and per-class scores on a "
+                                    "labelled file.")
     ev.add_argument("run", type=Path, help="run folder")
-    ev.add_argument("--data", help="text file [bundled Tiny Shakespeare]")
+    ev.add_argument("--data", help="data file [language models: bundled Tiny Shakespeare]")
     ev.add_argument("--encoding", help="text encoding [the run's]")
     ev.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
     return p
+
+
+def _column(value: str):
+    """A column given by 0-based index or by name."""
+    return int(value) if value.isdigit() else value
 
 
 def _load_yaml(path: Optional[Path]) -> dict[str, Any]:
@@ -138,28 +198,74 @@ def _sections(args: argparse.Namespace, fields: dict[str, tuple[str, str]]) -> d
     return out
 
 
-def _train_lm(args: argparse.Namespace) -> int:
+def _given(args: argparse.Namespace, fields: dict[str, tuple[str, str]], default_epochs: float):
+    """Options from the command line and --config; on --resume, the rest from the saved run."""
     from rnnkit import checkpoint as ckpt
-    from rnnkit.tasks.lm import LMDataConfig, train_lm
-    from rnnkit.tasks.runs import resolve
-    from rnnkit.trainer import TrainConfig
 
-    given = _sections(args, {**LM_FIELDS, **TRAIN_FIELDS})
+    given = _sections(args, {**fields, **TRAIN_FIELDS})
     if given["model"].get("embedding_size") == 0:
         given["model"]["embedding_size"] = None
     if given["train"].get("clip_norm") == 0:
         given["train"]["clip_norm"] = None
     saved = ckpt.load_json(args.out / ckpt.CONFIG) if args.resume and (args.out / ckpt.CONFIG).is_file() else {}
     if saved:  # options not given now come from the run being resumed
-        given = {s: {**{k: v for k, v in saved[s].items() if k != "vocab_size" and k != "num_labels"},
-                     **given[s]} for s in given}
+        derived = {"vocab_size", "num_labels", "num_classes", "pad_id"}
+        given = {s: {**{k: v for k, v in saved[s].items() if k not in derived}, **given[s]} for s in given}
     elif not given["train"].get("max_steps") and not given["train"].get("epochs"):
-        given["train"]["epochs"] = 1.0
-    data = resolve(LMDataConfig, given["data"])
-    train = resolve(TrainConfig, given["train"])
-    train_lm(args.out, given["model"], data, train, resume=args.resume, overwrite=args.overwrite,
-             progress=not args.no_progress,
+        given["train"]["epochs"] = default_epochs
+    return given
+
+
+def _train_lm(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.lm import LMDataConfig, train_lm
+    from rnnkit.tasks.runs import resolve
+    from rnnkit.trainer import TrainConfig
+
+    given = _given(args, LM_FIELDS, 1.0)
+    train_lm(args.out, given["model"], resolve(LMDataConfig, given["data"]), resolve(TrainConfig, given["train"]),
+             resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
              sample_length=args.sample_length)
+    return 0
+
+
+def _train_classify(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.classify import ClassifyDataConfig, train_classify
+    from rnnkit.tasks.runs import resolve
+    from rnnkit.trainer import TrainConfig
+
+    given = _given(args, CLASSIFY_FIELDS, 10.0)
+    train_classify(args.out, given["model"], resolve(ClassifyDataConfig, given["data"]),
+                   resolve(TrainConfig, given["train"]),
+                   resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    return 0
+
+
+def _task_of(run: Path) -> str:
+    from rnnkit import checkpoint as ckpt
+    from rnnkit.errors import CheckpointError
+
+    if not run.is_dir():
+        raise CheckpointError(f"{run}: no such run folder")
+    return ckpt.load_json(run / ckpt.CONFIG).get("task", "lm")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from rnnkit.data import read_text
+
+    task = _task_of(args.run)
+    if task != "classify":
+        raise ConfigError(f"{args.run} holds a {task!r} model; predict works on classifiers "
+                          "(use `rnnkit generate` for language models)")
+    from rnnkit.tasks.classify import predict
+
+    text = read_text(args.file, args.encoding) if args.file else sys.stdin.read()
+    lines = text.splitlines()
+    for row in predict(args.run, lines):
+        if args.json:
+            print(json.dumps(row, ensure_ascii=False))
+        else:
+            probs = " ".join(f"{k}={v:.3f}" for k, v in row["probs"].items())
+            print(f"{row['label']}\t{probs}")
     return 0
 
 
@@ -177,11 +283,17 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.lm import evaluate
-
-    metrics = evaluate(args.run, args.data, args.encoding)
+    task = _task_of(args.run)
+    if task == "classify":
+        from rnnkit.tasks.classify import evaluate
+        if not args.data:
+            raise ConfigError("give --data: a labelled file to evaluate on")
+        metrics = evaluate(args.run, args.data, args.encoding)
+    else:
+        from rnnkit.tasks.lm import evaluate
+        metrics = evaluate(args.run, args.data, args.encoding)
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps(metrics, ensure_ascii=False))
     else:
         for k, v in metrics.items():
             print(f"{k:18} {v:.4f}" if isinstance(v, float) else f"{k:18} {v}")
@@ -200,10 +312,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, "threads", None):
         import torch
         torch.set_num_threads(args.threads)
-    handlers = {"hello": _hello, "generate": _generate, "evaluate": _evaluate}
+    handlers = {"hello": _hello, "generate": _generate, "evaluate": _evaluate, "predict": _predict}
     try:
         if args.command == "train":
-            return {"lm": _train_lm}[args.task](args)
+            return {"lm": _train_lm, "classify": _train_classify}[args.task](args)
         return handlers[args.command](args)
     except RnnkitError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)

@@ -38,7 +38,7 @@ class TrainConfig:
     schedule: str = "constant"          # constant | linear | cosine (decay to min_lr_ratio * lr)
     warmup_steps: int = 0               # linear warm-up from 0
     min_lr_ratio: float = 0.0
-    eval_every: int = 500               # evaluate (and checkpoint) every N steps, and at the end
+    eval_every: Optional[int] = None    # evaluate (and checkpoint) every N steps and at the end; None: each epoch
     save_every: Optional[int] = None    # save last/ every N steps (default: eval_every)
     patience: Optional[int] = None      # early stop after N evaluations without improvement
     seed: int = 0
@@ -56,7 +56,7 @@ class TrainConfig:
             raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"epochs must be > 0, got {self.epochs}")
-        if self.eval_every < 1 or (self.save_every is not None and self.save_every < 1):
+        if (self.eval_every is not None and self.eval_every < 1) or (self.save_every is not None and self.save_every < 1):
             raise ConfigError("eval_every and save_every must be >= 1")
 
 
@@ -186,7 +186,8 @@ class Trainer:
         if resume:
             self._restore()
             self.log(f"resumed at step {self.step} of {self.total_steps}")
-        save_every = cfg.save_every or cfg.eval_every
+        eval_every = cfg.eval_every or len(self.train)
+        save_every = cfg.save_every or eval_every
         batches = iter(self.train)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
                    dynamic_ncols=True, mininterval=0.5, unit="step")
@@ -223,7 +224,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{run_loss / max(run_tokens, 1):.3f}",
                                 tok_s=f"{window_tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
                 last = self.step == self.total_steps
-                if self.step % cfg.eval_every == 0 or last:
+                if self.step % eval_every == 0 or last:
                     row = {"step": self.step, "epoch": round(self.step / len(self.train), 3),
                            "lr": cfg.lr * factor, "train_loss": run_loss / max(run_tokens, 1),
                            "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1)}
