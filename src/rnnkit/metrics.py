@@ -8,12 +8,12 @@ never a mean of per-batch means.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["Metric", "TokenNLL", "Accuracy"]
+__all__ = ["Metric", "TokenNLL", "Accuracy", "ClassificationMetrics"]
 
 Number = Union[int, float, Tensor]
 
@@ -118,3 +118,90 @@ class Accuracy(Metric):
         if self.total == 0:
             raise ValueError("Accuracy.compute(): no positions seen since reset()")
         return {"accuracy": self.correct / self.total, "correct": self.correct, "total": self.total}
+
+
+def _ratio(num: int, den: int) -> float:
+    """``num / den``, and 0.0 when ``den == 0`` (scikit-learn's ``zero_division=0``)."""
+    return num / den if den else 0.0
+
+
+class ClassificationMetrics(Metric):
+    """Single-label classification: a confusion matrix and what follows from it.
+
+    ``update(pred, gold)``: ``gold`` is ``(N,)`` class ids in ``[0, num_classes)``;
+    ``pred`` is ``(N,)`` ids or ``(N, C)`` scores (then its argmax).  The state is
+    the confusion matrix ``confusion[gold][pred]`` (rows gold, columns predicted),
+    so batched updates sum to exactly one update with everything.
+
+    ``compute()`` returns ``accuracy``, ``macro_precision``, ``macro_recall``,
+    ``macro_f1``, ``total`` (items seen), ``per_class`` (``{label: {precision,
+    recall, f1, support}}``, support = gold count) and ``confusion`` (list of lists).
+
+    Zero division follows scikit-learn's default (``zero_division=0``): a class
+    never predicted has precision 0, a class with no gold items has recall 0, and
+    F1 is 0 when precision + recall is 0 (i.e. when it has no true positives).  Macro averages are unweighted means
+    over the classes that occur in gold or in predictions — the classes
+    scikit-learn's ``f1_score(gold, pred, average="macro")`` sees without a
+    ``labels`` argument; a class absent from both would add only an arbitrary 0.
+    """
+
+    def __init__(self, num_classes: int, labels: Optional[Sequence[str]] = None) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be an int >= 1; got {num_classes!r}")
+        if labels is not None:
+            labels = [str(x) for x in labels]
+            if len(labels) != num_classes or len(set(labels)) != num_classes:
+                raise ValueError(f"labels must be {num_classes} distinct names; got {labels}")
+        self.num_classes = num_classes
+        self.labels: List[str] = labels if labels is not None else [str(i) for i in range(num_classes)]
+        super().__init__()
+
+    def reset(self) -> None:
+        self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)  # (C gold, C pred)
+
+    def update(self, pred: Tensor, gold: Tensor) -> None:
+        C = self.num_classes
+        if gold.dim() != 1 or gold.is_floating_point():
+            raise ValueError(f"ClassificationMetrics: gold must be (N,) integer class ids; "
+                             f"got {gold.dtype} of shape {tuple(gold.shape)}")
+        if pred.dim() == 2 and pred.shape == (gold.shape[0], C):
+            pred = pred.argmax(-1)  # scores (N, C) -> ids (N,)
+        if pred.shape != gold.shape or pred.is_floating_point():
+            raise ValueError(f"ClassificationMetrics: pred must be ids {tuple(gold.shape)} or scores "
+                             f"{(gold.shape[0], C)}; got {pred.dtype} of shape {tuple(pred.shape)}")
+        if gold.numel() == 0:
+            return
+        pred, gold = pred.detach().long().cpu(), gold.detach().long().cpu()
+        for name, ids in (("pred", pred), ("gold", gold)):
+            lo, hi = int(ids.min()), int(ids.max())
+            if lo < 0 or hi >= C:
+                raise ValueError(f"ClassificationMetrics: {name} ids must lie in [0, {C}); got [{lo}, {hi}]")
+        self.matrix += torch.bincount(gold * C + pred, minlength=C * C).view(C, C)  # (C, C)
+
+    def compute(self) -> Dict[str, Any]:
+        m = self.matrix
+        total = int(m.sum())
+        if total == 0:
+            raise ValueError("ClassificationMetrics.compute(): nothing seen since reset()")
+        tp = m.diagonal().tolist()
+        support = m.sum(1).tolist()  # gold count per class (row sums)
+        predicted = m.sum(0).tolist()  # predicted count per class (column sums)
+        per_class: Dict[str, Dict[str, float]] = {}
+        present: List[Dict[str, float]] = []
+        for k, name in enumerate(self.labels):
+            p, r = _ratio(tp[k], predicted[k]), _ratio(tp[k], support[k])
+            # 2PR / (P + R) written as 2 TP / (2 TP + FP + FN): exact in integers, 0 when TP = 0
+            row = {"precision": p, "recall": r, "f1": _ratio(2 * tp[k], support[k] + predicted[k]),
+                   "support": support[k]}
+            per_class[name] = row
+            if support[k] or predicted[k]:
+                present.append(row)
+        return {
+            "accuracy": sum(tp) / total,
+            "macro_precision": sum(r["precision"] for r in present) / len(present),
+            "macro_recall": sum(r["recall"] for r in present) / len(present),
+            "macro_f1": sum(r["f1"] for r in present) / len(present),
+            "total": total,
+            "per_class": per_class,
+            "confusion": m.tolist(),
+        }

@@ -36,3 +36,44 @@ def loss_curve(history: Sequence[dict], path: str | os.PathLike, title: str = "l
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | os.PathLike,
+                     normalize: bool = True, title: str = "confusion matrix") -> None:
+    """Heatmap of a confusion matrix (rows gold, columns predicted), as ``ClassificationMetrics`` keeps it.
+
+    ``normalize``: colour and print each row as fractions of its gold count (recall on the
+    diagonal); otherwise raw counts.  Values are printed in the cells while there are at most
+    20 classes.
+    """
+    n = len(labels)
+    if len(matrix) != n or any(len(row) != n for row in matrix):
+        raise ValueError(f"confusion_matrix: expected a {n} x {n} matrix for {n} labels")
+    values = [[float(v) for v in row] for row in matrix]
+    if normalize:
+        values = [[v / sum(row) if sum(row) else 0.0 for v in row] for row in values]
+    plt = _pyplot()
+    side = min(4 + 0.45 * n, 16)
+    fig, ax = plt.subplots(figsize=(side + 1, side), dpi=100)
+    top = 1.0 if normalize else max((v for row in values for v in row), default=0.0) or 1.0
+    im = ax.imshow(values, cmap="Blues", vmin=0.0, vmax=top)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(labels, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_yticklabels(labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(title + (" (row-normalised)" if normalize else ""))
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                v = values[i][j]
+                text = f"{v:.2f}" if normalize else str(int(matrix[i][j]))
+                ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                        color="white" if v > 0.6 * top else "black")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -11,11 +11,13 @@ from typing import Any
 
 from torch import nn
 
+from rnnkit.models.classifier import Classifier, ClassifierConfig
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig, LossOutput
 
 # name -> (model class, config class)
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "language_model": (LanguageModel, LanguageModelConfig),
+    "classifier": (Classifier, ClassifierConfig),
 }
 
 
@@ -35,4 +37,5 @@ def model_config_dict(model: nn.Module) -> dict[str, Any]:
     return asdict(model.config)
 
 
-__all__ = ["MODELS", "build_model", "model_config_dict", "LanguageModel", "LanguageModelConfig", "LossOutput"]
+__all__ = ["MODELS", "build_model", "model_config_dict", "LanguageModel", "LanguageModelConfig", "LossOutput",
+           "Classifier", "ClassifierConfig"]

@@ -1,0 +1,202 @@
+"""Sequence classifier: one label per sequence (many-to-one).
+
+ids ``(B, T)`` -> embedding -> ``Recurrent`` (stacked, bidirectional) -> a pooled
+vector per sequence -> MLP -> logits ``(B, C)``.  Pooling only ever reads real
+tokens, so a sequence gets the same logits whatever batch (and padding) it is in:
+
+* ``last``: the top layer's final states from the returned ``State`` — the
+  forward direction's at the last real token and, when bidirectional, the
+  backward direction's after reading the first token (``[h_fwd; h_bwd]``);
+* ``mean`` / ``max``: over the top layer's outputs at real positions;
+* ``attention``: ``a_t = softmax_t(v^T tanh(W o_t + b))`` over real positions
+  (pads get weight exactly 0), pooled ``sum_t a_t o_t``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.models.language_model import LossOutput
+from rnnkit.nn import Recurrent
+
+POOLINGS = ("last", "mean", "max", "attention")
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+@dataclass
+class ClassifierConfig:
+    vocab_size: int                # read from the data's vocabulary (pads included)
+    num_classes: int               # read from the data's label set
+    embedding_size: int = 128      # size of the token embeddings
+    cell: str = "lstm"             # rnn | lstm | gru
+    hidden_size: int = 128         # units per recurrent layer and direction
+    num_layers: int = 1            # stacked recurrent layers
+    bidirectional: bool = False    # read each sequence both ways; pooled features are 2 * hidden_size
+    dropout: float = 0.0           # on embeddings, between recurrent layers and before the MLP
+    pooling: str = "last"          # last | mean | max | attention (all over real tokens only)
+    mlp_hidden: int = 0            # 0: one linear output layer; > 0: a hidden layer of this size with ReLU
+    freeze_embeddings: bool = False  # keep the embedding fixed (e.g. pretrained vectors)
+    pad_id: int = 0                # the pad token's id; its embedding row is padding_idx
+    backend: str = "fused"         # fused (torch kernels) | reference (rnnkit cells, step by step)
+
+
+class Pooled(NamedTuple):
+    """What ``Classifier.encode`` returns: one vector per sequence, and attention weights if any."""
+
+    features: Tensor  # (B, D*H)
+    weights: Optional[Tensor]  # (B, T), rows sum to 1, exactly 0 at pads; None unless pooling="attention"
+
+
+class Classifier(nn.Module):
+    """Many-to-one model. ``forward(inputs (B, T), lengths (B,) | None, mask (B, T) | None) -> logits (B, C)``.
+
+    Sequences are right-padded: ``lengths`` gives each row's real tokens, or
+    ``mask`` marks them (True on a prefix of each row); with neither, every
+    position is real.
+    """
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        if c.vocab_size < 1 or c.embedding_size < 1 or c.hidden_size < 1 or c.num_layers < 1:
+            raise ValueError("vocab_size, embedding_size, hidden_size and num_layers must be >= 1; got "
+                             f"{c.vocab_size}, {c.embedding_size}, {c.hidden_size}, {c.num_layers}")
+        if c.num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2; got {c.num_classes}")
+        if c.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}; got {c.pooling!r}")
+        if c.mlp_hidden < 0:
+            raise ValueError(f"mlp_hidden must be >= 0 (0: linear output layer); got {c.mlp_hidden}")
+        if isinstance(c.dropout, bool) or not 0.0 <= c.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {c.dropout!r}")
+        if not 0 <= c.pad_id < c.vocab_size:
+            raise ValueError(f"pad_id must be a token id in [0, vocab_size={c.vocab_size}); got {c.pad_id}")
+
+        self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=c.pad_id)
+        self.embedding.weight.requires_grad_(not c.freeze_embeddings)
+        self.drop = nn.Dropout(c.dropout)
+        # Recurrent warns that dropout does nothing with one layer; it only belongs between layers.
+        self.rnn = Recurrent(c.cell, c.embedding_size, c.hidden_size, num_layers=c.num_layers,
+                             bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0,
+                             backend=c.backend)
+        self.num_directions = 2 if c.bidirectional else 1
+        feat = self.num_directions * c.hidden_size  # D*H, the pooled size for every pooling
+        if c.pooling == "attention":
+            # additive scoring: e_t = v^T tanh(W o_t + b)
+            self.attn_proj = nn.Linear(feat, feat)
+            self.attn_score = nn.Linear(feat, 1, bias=False)
+        if c.mlp_hidden > 0:
+            self.head = nn.Sequential(nn.Linear(feat, c.mlp_hidden), nn.ReLU(), nn.Linear(c.mlp_hidden, c.num_classes))
+        else:
+            self.head = nn.Linear(feat, c.num_classes)
+
+    # ----------------------------------------------------------------- inputs
+
+    def _check_inputs(self, inputs: Tensor, lengths: Optional[Tensor],
+                      mask: Optional[Tensor]) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """Validate; return ``(lengths (B,) | None, mask (B, T) | None)``, both None when nothing is padded."""
+        if inputs.dim() != 2 or inputs.dtype not in _INT_DTYPES:
+            raise ValueError(f"inputs must be (B, T) integer token ids; "
+                             f"got {inputs.dtype} of shape {tuple(inputs.shape)}")
+        B, T = inputs.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"inputs must have at least one sequence and one step; got shape {tuple(inputs.shape)}")
+        lo, hi = int(inputs.min()), int(inputs.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"token ids must lie in [0, vocab_size={self.config.vocab_size}); got [{lo}, {hi}]")
+        if lengths is not None:
+            if lengths.dim() != 1 or lengths.size(0) != B or lengths.dtype not in _INT_DTYPES:
+                raise ValueError(f"lengths must be a 1-D integer tensor of size B={B}; "
+                                 f"got {lengths.dtype} of shape {tuple(lengths.shape)}")
+            lo, hi = int(lengths.min()), int(lengths.max())
+            if lo < 1 or hi > T:
+                raise ValueError(f"lengths must lie in [1, T={T}]; got values in [{lo}, {hi}]")
+        if mask is not None:
+            if mask.dtype != torch.bool or tuple(mask.shape) != (B, T):
+                raise ValueError(f"mask must be bool of shape (B, T) = {(B, T)}; got {mask.dtype} {tuple(mask.shape)}")
+            from_mask = mask.sum(1)  # (B,)
+            prefix = torch.arange(T, device=mask.device).unsqueeze(0) < from_mask.unsqueeze(1)  # (B, T)
+            if not torch.equal(prefix, mask) or int(from_mask.min()) < 1:
+                raise ValueError("mask must mark a non-empty prefix of each row (right padding)")
+            if lengths is not None and not torch.equal(from_mask.cpu(), lengths.cpu().long()):
+                raise ValueError("lengths and mask disagree on the number of real tokens per row")
+            lengths = from_mask
+        if lengths is None or bool((lengths == T).all()):
+            return None, None  # nothing padded
+        lengths = lengths.to(inputs.device)
+        mask = torch.arange(T, device=inputs.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+        return lengths, mask
+
+    # ---------------------------------------------------------------- forward
+
+    def encode(self, inputs: Tensor, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Pooled:
+        """``inputs (B, T)`` -> ``Pooled(features (B, D*H), attention weights (B, T) | None)``."""
+        lengths, mask = self._check_inputs(inputs, lengths, mask)
+        x = self.drop(self.embedding(inputs))  # (B, T, E)
+        out, state = self.rnn(x, lengths=lengths)  # out (B, T, D*H) zeros at pads; state.h (L*D, B, H)
+        pooling = self.config.pooling
+        if pooling == "last":
+            # top layer rows of (L*D, B, H): forward after the last real token, backward after the first
+            top = state.h[-self.num_directions:]  # (D, B, H)
+            return Pooled(torch.cat(top.unbind(0), dim=1), None)  # (B, D*H)
+        if pooling == "mean":
+            if mask is None:
+                return Pooled(out.mean(1), None)  # (B, D*H)
+            # pads of `out` are zeros, so the sum is over real steps only
+            return Pooled(out.sum(1) / lengths.unsqueeze(1).to(out.dtype), None)  # (B, D*H)
+        if pooling == "max":
+            if mask is not None:
+                out = out.masked_fill(~mask.unsqueeze(2), float("-inf"))  # (B, T, D*H)
+            return Pooled(out.max(1).values, None)  # (B, D*H)
+        scores = self.attn_score(torch.tanh(self.attn_proj(out))).squeeze(2)  # (B, T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: pads weigh exactly 0
+        weights = torch.softmax(scores, dim=1)  # (B, T)
+        return Pooled(torch.bmm(weights.unsqueeze(1), out).squeeze(1), weights)  # (B, D*H)
+
+    def forward(self, inputs: Tensor, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Tensor:
+        """``inputs (B, T)`` token ids -> ``logits (B, C)``."""
+        features = self.encode(inputs, lengths, mask).features  # (B, D*H)
+        return self.head(self.drop(features))  # (B, C)
+
+    def loss(self, batch, carry=None) -> LossOutput:
+        """Summed cross-entropy over the batch's sequences; the count is ``B`` (a 0-d long tensor).
+
+        ``carry`` is accepted for the trainer's protocol and ignored: sequences are independent.
+        """
+        labels = batch.labels
+        if labels is None or labels.dim() != 1 or labels.size(0) != batch.inputs.size(0):
+            raise ValueError(f"a classifier batch needs labels (B,) with B={batch.inputs.size(0)}; "
+                             f"got {None if labels is None else tuple(labels.shape)}")
+        if int(labels.min()) < 0 or int(labels.max()) >= self.config.num_classes:
+            raise ValueError(f"labels must lie in [0, num_classes={self.config.num_classes}) "
+                             f"(unlabelled rows are -1 and cannot be trained on); "
+                             f"got [{int(labels.min())}, {int(labels.max())}]")
+        logits = self(batch.inputs, batch.lengths, batch.mask)  # (B, C)
+        total = F.cross_entropy(logits.float(), labels.long(), reduction="sum")  # 0-d
+        return LossOutput(total, torch.tensor(labels.size(0), device=total.device), None)
+
+    @torch.no_grad()
+    def predict_proba(self, inputs: Tensor, lengths: Optional[Tensor] = None,
+                      mask: Optional[Tensor] = None) -> Tensor:
+        """Class probabilities ``(B, C)``, without gradients (call ``eval()`` first to turn dropout off)."""
+        return torch.softmax(self(inputs, lengths, mask).float(), dim=-1)  # (B, C)
+
+    def load_pretrained_embeddings(self, matrix: Tensor) -> None:
+        """Copy ``matrix`` ``(vocab_size, embedding_size)`` into the embedding, row i for token id i.
+
+        The pad row is copied too; it never reaches a prediction, since pooling reads real tokens only.
+        """
+        want = (self.config.vocab_size, self.config.embedding_size)
+        if not isinstance(matrix, Tensor) or matrix.dim() != 2 or tuple(matrix.shape) != want:
+            shape = tuple(matrix.shape) if isinstance(matrix, Tensor) else type(matrix).__name__
+            raise ValueError(f"pretrained embeddings must be a (vocab_size, embedding_size) = {want} tensor; "
+                             f"got {shape}")
+        if not matrix.is_floating_point() or not bool(torch.isfinite(matrix).all()):
+            raise ValueError("pretrained embeddings must be finite floating-point values")
+        with torch.no_grad():
+            self.embedding.weight.copy_(matrix)
