@@ -34,6 +34,7 @@ class Batch:
     lengths: Optional[Tensor] = None
     mask: Optional[Tensor] = None
     labels: Optional[Tensor] = None
+    chars: Optional[Tensor] = None      # (B, T, W) character ids of each token (taggers), 0-padded
     num_tokens: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -43,7 +44,8 @@ class Batch:
         """Copy every tensor to ``device``."""
         def move(t: Optional[Tensor]) -> Optional[Tensor]:
             return None if t is None else t.to(device, non_blocking=True)
-        moved = Batch(move(self.inputs), move(self.targets), self.lengths, move(self.mask), move(self.labels))
+        moved = Batch(move(self.inputs), move(self.targets), self.lengths, move(self.mask), move(self.labels),
+                      move(self.chars))
         moved.num_tokens = self.num_tokens
         return moved
 
@@ -204,3 +206,21 @@ def classify_batch(seqs: Sequence[Sequence[int]], labels: Optional[Sequence[int]
     batch = Batch(inputs, lab, lengths if bool((lengths != inputs.shape[1]).any()) else None, mask, lab)
     batch.num_tokens = len(seqs)  # the loss is a mean over sequences
     return batch
+
+
+def tag_batch(words: Sequence[Sequence[int]], tags: Optional[Sequence[Sequence[int]]], pad_id: int,
+              chars: Optional[Sequence[Sequence[Sequence[int]]]] = None, char_pad_id: int = 0) -> Batch:
+    """A many-to-many (aligned) batch: ``inputs (B, T)`` word ids, ``targets (B, T)`` tag ids
+    (0 at pads, excluded by ``mask``; all 0 when ``tags`` is None), ``chars (B, T, W)``."""
+    inputs, lengths = pad_sequences(words, pad_id)
+    mask = torch.arange(inputs.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+    targets = pad_sequences(tags, 0)[0] if tags is not None else torch.zeros_like(inputs)
+    char_t = None
+    if chars is not None:
+        width = max(len(w) for sent in chars for w in sent)
+        char_t = torch.full((len(words), inputs.shape[1], width), char_pad_id, dtype=torch.long)
+        for b, sent in enumerate(chars):
+            for t, w in enumerate(sent):
+                char_t[b, t, : len(w)] = torch.as_tensor(w, dtype=torch.long)
+    return Batch(inputs, targets, lengths if bool((lengths != inputs.shape[1]).any()) else None, mask,
+                 None, char_t)
