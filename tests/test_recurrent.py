@@ -226,3 +226,35 @@ def test_rnn_alias_and_repr():
     assert m.mode == "rnn_tanh"
     r = repr(m)
     assert "rnn_tanh" in r and "bidirectional=True" in r and "dropout=0.1" in r and "reference" in r
+
+
+@pytest.mark.parametrize("strategy", ["groups", "reference", "packed"])
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_every_fused_strategy_matches_torch(mode, strategy, monkeypatch):
+    """The fused backend picks a path per device and batch; each must give torch's numbers."""
+    monkeypatch.setattr(Recurrent, "_fused_strategy", lambda self, x, lengths: strategy)
+    torch.manual_seed(0)
+    ours, theirs = pair(mode, "fused", True)
+    x = torch.randn(B, T, I, requires_grad=True)
+    state = initial_state(mode, 2)
+    lens = torch.tensor(LENGTHS)
+    out, st = ours(x, lens, state)
+    ref_out, ref_st = run_torch(theirs, x, lens, state)
+    assert torch.allclose(out, ref_out, atol=1e-5) and torch.allclose(st.h, ref_st.h, atol=1e-5)
+    if mode == "lstm":
+        assert torch.allclose(st.c, ref_st.c, atol=1e-5)
+    extra = [state.h] + ([state.c] if state.c is not None else [])
+    for a, b in zip(readout_grads(out, st, [x, *extra, *ours.parameters()]),
+                    readout_grads(ref_out, ref_st, [x, *extra, *theirs.parameters()]), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_fused_strategy_choice_on_cpu():
+    r = Recurrent("lstm", I, H)
+    x = torch.randn(B, T, I)
+    assert r._fused_strategy(x, None) == "direct"
+    assert r._fused_strategy(x[:, :1], None) == "reference"  # one step: the cells are faster
+    assert r._fused_strategy(x, torch.tensor([7, 7, 6, 6])) == "groups"
+    many = Recurrent("lstm", I, H)
+    xs = torch.randn(8, T, I)
+    assert many._fused_strategy(xs, torch.tensor([7, 6, 5, 4, 3, 2, 1, 1])) == "reference"
