@@ -1,179 +1,26 @@
-"""Readers: files on disk -> text and examples.
+"""Text classification: ``Example``s from TSV/CSV, JSON Lines, one file per class or
+one folder per class (``read_classification`` picks).
 
-Every reader reports a bad file as ``DataError`` naming the file, the line (and
-column, where it helps) and what was expected.  The sections below:
-
-* files: reading bytes and decoding them, shared by every reader;
-* plain text (language modelling);
-* bundled datasets shipped in ``rnnkit/bundled``;
-* classification: ``Example``s from TSV/CSV, JSON Lines, one file per class
-  or one folder per class (``read_classification`` picks), and stratified
-  splits and k-fold.  What a reader skips (blank lines, empty labels) it
-  reports, with counts and line numbers; it never drops anything silently.
-
-Later readers (CoNLL) go in sections of their own and read through
-``_read_bytes`` and ``_decode`` so their errors look the same.
-
-Only stdlib here: ``import rnnkit`` must stay light.
+What a reader skips (blank lines, empty labels) it reports, with counts and line
+numbers; it never drops anything silently.  Every bad file is a ``DataError``
+naming the file, the line (and column, where it helps) and what was expected.
 """
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
 import os
-import random
 import warnings
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from importlib.resources import files
 from pathlib import Path
 
+from rnnkit.data._io import _check_encoding, _decode, _lines, _read_decoded
 from rnnkit.errors import ConfigError, DataError
 
-# -- files: shared by every reader -------------------------------------------
-
-
-def _check_encoding(encoding: str) -> str:
-    """The codec's canonical name; ``ConfigError`` if Python knows no text codec by that name."""
-    try:
-        info = codecs.lookup(encoding)
-    except (LookupError, TypeError):
-        raise ConfigError(
-            f"unknown encoding {encoding!r}; pass a Python codec name such as utf-8, latin-1 or cp1252"
-        ) from None
-    # codecs.lookup also finds bytes-to-bytes codecs (base64, zlib) that cannot decode text
-    if not getattr(info, "_is_text_encoding", True):
-        raise ConfigError(f"{encoding!r} is not a text encoding; pass one such as utf-8 or latin-1")
-    return info.name
-
-
-def _read_bytes(path: Path, *, expected: str) -> bytes:
-    """The file's bytes; ``DataError`` if it is missing, a directory, unreadable or empty.
-
-    ``expected`` says what the file should hold, for the empty-file message.
-    """
-    if path.is_dir():
-        raise DataError(f"{path} is a directory: expected a file with {expected}")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"file not found: {path}") from None
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
-    if not data:
-        raise DataError(f"{path} is empty: expected {expected}")
-    return data
-
-
-def _decode(data: bytes, path: Path, encoding: str) -> str:
-    """Decode the whole file; a bad byte becomes a ``DataError`` with line, column and byte."""
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as e:
-        raise DataError(_decode_error_message(e, data, path, encoding)) from None
-
-
-def _decode_error_message(e: UnicodeDecodeError, data: bytes, path: Path, encoding: str) -> str:
-    line, column = _line_column(data, e.start, encoding)
-    bad = data[e.start : max(e.end, e.start + 1)]
-    shown = " ".join(f"0x{b:02x}" for b in bad)
-    what = f"byte {shown} is" if len(bad) == 1 else f"bytes {shown} are"
-    other = "latin-1" if codecs.lookup(encoding).name == "utf-8" else "utf-8"
-    return (
-        f"{path}, line {line}, column {column}: {what} not valid {encoding} ({e.reason}); "
-        f"if the file uses another encoding, pass --encoding (e.g. --encoding {other})"
-    )
-
-
-def _line_column(data: bytes, offset: int, encoding: str) -> tuple[int, int]:
-    """1-based line and column of byte ``offset``, the column counted in characters.
-
-    The bytes before the first bad one decode cleanly, so decode them and count
-    newlines; this also works for multi-byte encodings such as UTF-16.  Should
-    that fail, fall back to counting bytes.
-    """
-    try:
-        prefix = data[:offset].decode(encoding)
-        nl = "\n"
-    except UnicodeDecodeError:
-        prefix, nl = data[:offset], b"\n"  # type: ignore[assignment]
-    line = prefix.count(nl) + 1
-    column = len(prefix) - (prefix.rfind(nl) + 1) + 1
-    return line, column
-
-
-# -- plain text ---------------------------------------------------------------
-
-
-def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
-    """Read a whole text file exactly as it is (``\\r\\n`` stays ``\\r\\n``; a BOM stays too).
-
-    Raises ``DataError`` for a missing file, a directory, an empty file or bytes
-    not valid in ``encoding`` (with file, line, column and byte value), and
-    ``ConfigError`` for an unknown encoding name.  Pass ``encoding="utf-8-sig"``
-    to drop a UTF-8 byte-order mark.
-    """
-    _check_encoding(encoding)
-    path = Path(path)
-    return _decode(_read_bytes(path, expected="text"), path, encoding)
-
-
-def split_text(text: str, valid_fraction: float) -> tuple[str, str]:
-    """Split ``text`` into ``(train, valid)``: the last ``valid_fraction`` of characters is validation.
-
-    ``valid_fraction`` must be in [0, 1); 0 gives an empty validation text.  A
-    fraction that would leave either part empty is a ``ConfigError``.
-    """
-    if (
-        isinstance(valid_fraction, bool)
-        or not isinstance(valid_fraction, (int, float))
-        or not 0 <= valid_fraction < 1
-    ):
-        raise ConfigError(f"valid_fraction must be a number in [0, 1), got {valid_fraction!r}")
-    if valid_fraction == 0:
-        return text, ""
-    n_valid = round(len(text) * valid_fraction)
-    if n_valid == 0:
-        raise ConfigError(
-            f"valid_fraction {valid_fraction} of a {len(text)}-character text leaves no validation text"
-        )
-    if n_valid >= len(text):
-        raise ConfigError(
-            f"valid_fraction {valid_fraction} of a {len(text)}-character text leaves no training text"
-        )
-    cut = len(text) - n_valid
-    return text[:cut], text[cut:]
-
-
-# -- bundled datasets ---------------------------------------------------------
-
-# name -> file in rnnkit/bundled (see its README.md for sources and licences)
-BUNDLED: dict[str, str] = {
-    "tinyshakespeare": "tinyshakespeare.txt",
-}
-
-
-def bundled_path(name: str) -> Path:
-    """Path of the bundled dataset ``name``; ``ConfigError`` listing the known names if unknown."""
-    filename = BUNDLED.get(name) if isinstance(name, str) else None
-    if filename is None:
-        known = ", ".join(sorted(BUNDLED))
-        raise ConfigError(f"unknown bundled dataset {name!r}; known: {known}")
-    resource = files("rnnkit") / "bundled" / filename
-    if not isinstance(resource, Path):
-        # e.g. rnnkit imported from a zip archive: there is no file path to hand out
-        raise DataError(
-            f"bundled dataset {name!r} is not on the file system ({resource}); install rnnkit unzipped"
-        )
-    if not resource.is_file():
-        raise DataError(f"bundled dataset {name!r} is missing: {resource}; reinstall rnnkit")
-    return resource
-
-
-# -- classification: examples and the report of what was skipped ---------------
+# -- examples and the report of what was skipped ------------------------------
 
 
 @dataclass(frozen=True)
@@ -243,26 +90,7 @@ class _Skips:
             self._report.append(message)
 
 
-def _read_decoded(path: Path, encoding: str, *, expected: str) -> str:
-    """The whole file decoded, with the shared missing/empty/bad-byte errors."""
-    _check_encoding(encoding)
-    text = _decode(_read_bytes(path, expected=expected), path, encoding)
-    return text[1:] if text.startswith("\ufeff") else text  # a BOM is not part of the first field
-
-
-def _lines(text: str) -> list[str]:
-    """Split on ``\\n`` only (so line numbers match the encoding errors'), dropping ``\\r``.
-
-    ``str.splitlines`` would also split on form feeds and U+2028 inside a line.
-    A final newline does not start another line.
-    """
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
-
-
-# -- classification: delimited (TSV / CSV) ------------------------------------
+# -- delimited (TSV / CSV) ----------------------------------------------------
 
 
 def read_delimited(
@@ -371,7 +199,7 @@ def _header_index(row: list[str], column: int | str, path: Path, line: int) -> i
     raise DataError(f"{path}, line {line}: no column named {column!r}; the header has {shown}")
 
 
-# -- classification: JSON Lines -----------------------------------------------
+# -- JSON Lines ---------------------------------------------------------------
 
 
 def read_jsonl(
@@ -445,7 +273,7 @@ def _json_type(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-# -- classification: one file or folder per class ----------------------------
+# -- one file or folder per class ---------------------------------------------
 
 _TEXT_SUFFIXES = {"txt", "text"}  # dropped from a file name before it becomes a label
 
@@ -577,7 +405,7 @@ def read_folder_per_class(
     return examples
 
 
-# -- classification: one entry point ------------------------------------------
+# -- one entry point ----------------------------------------------------------
 
 FORMATS = ("auto", "tsv", "csv", "jsonl", "files", "folder")
 _SUFFIX_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
@@ -671,85 +499,3 @@ def read_classification(
         why = "; ".join(report) if report else "nothing to read"
         raise DataError(f"{where}: no examples ({why})")
     return ClassificationData(examples, report)
-
-
-# -- classification: stratified splits ----------------------------------------
-
-
-def _by_class(labels: Sequence[Hashable], rng: random.Random) -> list[list[int]]:
-    """Indices of each class, classes in sorted order, each shuffled by ``rng``."""
-    groups: dict[Hashable, list[int]] = {}
-    for i, label in enumerate(labels):
-        if label is None:
-            raise ConfigError(f"example {i} has no label; stratified splits need a label on every example")
-        groups.setdefault(label, []).append(i)
-    out = []
-    for label in sorted(groups, key=str):
-        idx = groups[label]
-        rng.shuffle(idx)
-        out.append(idx)
-    return out
-
-
-def stratified_split(labels: Sequence[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Split indices ``0..len(labels)-1`` into ``(train, valid)`` keeping each class's share.
-
-    ``round(len(labels) * fraction)`` examples go to validation, shared among
-    classes in proportion to their size (largest remainder), with at least one
-    example of every class left in train (a class of one stays in train).  The
-    same labels and seed give the same split.  Both lists are sorted.
-    ``ConfigError`` if ``fraction`` is not in (0, 1) or leaves a part empty.
-    """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ConfigError(f"the validation fraction must be a number in (0, 1), got {fraction!r}")
-    groups = _by_class(labels, random.Random(seed))
-    n = len(labels)
-    target = round(n * fraction)
-    # largest-remainder apportionment of `target` among classes, capped at size - 1
-    quotas = [len(g) * fraction for g in groups]
-    caps = [len(g) - 1 for g in groups]
-    take = [min(int(q), c) for q, c in zip(quotas, caps)]
-    order = sorted(range(len(groups)), key=lambda c: (-(quotas[c] - int(quotas[c])), c))
-    short = target - sum(take)  # >= 0: a sum of floors is at most the floor of the sum
-    while short > 0:  # one more each by largest remainder; repeats only if caps bit
-        room = [c for c in order if take[c] < caps[c]][:short]
-        if not room:
-            break
-        for c in room:
-            take[c] += 1
-        short -= len(room)
-    valid = sorted(i for g, t in zip(groups, take) for i in g[:t])
-    train = sorted(i for g, t in zip(groups, take) for i in g[t:])
-    if not valid:
-        raise ConfigError(f"a fraction of {fraction} of {n} examples leaves no validation examples")
-    if not train:
-        raise ConfigError(f"a fraction of {fraction} of {n} examples leaves no training examples")
-    return train, valid
-
-
-def stratified_kfold(labels: Sequence[str], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """``k`` folds ``(train, test)``: every index is in exactly one test fold.
-
-    Each class is shuffled (``random.Random(seed)``) and dealt round-robin over
-    the folds, each class starting where the previous one stopped, so every
-    class's count differs by at most one between folds, and so do fold sizes.
-    Index lists are sorted.  ``ConfigError`` if ``k < 2`` or ``k`` exceeds the
-    number of examples.
-    """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-        raise ConfigError(f"k-fold cross-validation needs an integer k >= 2, got {k!r}")
-    if k > len(labels):
-        raise ConfigError(f"cannot make {k} folds from {len(labels)} examples")
-    groups = _by_class(labels, random.Random(seed))
-    tests: list[list[int]] = [[] for _ in range(k)]
-    fold = 0
-    for g in groups:
-        for i in g:
-            tests[fold].append(i)
-            fold = (fold + 1) % k
-    out = []
-    for f in range(k):
-        test = sorted(tests[f])
-        in_test = set(test)
-        out.append(([i for i in range(len(labels)) if i not in in_test], test))
-    return out

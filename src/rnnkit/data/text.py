@@ -1,0 +1,77 @@
+"""Plain text for language modelling, and the small datasets bundled in ``rnnkit/bundled``."""
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+
+from rnnkit.data._io import _check_encoding, _decode, _read_bytes
+from rnnkit.errors import ConfigError, DataError
+
+
+# -- plain text ---------------------------------------------------------------
+
+
+def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
+    """Read a whole text file exactly as it is (``\\r\\n`` stays ``\\r\\n``; a BOM stays too).
+
+    Raises ``DataError`` for a missing file, a directory, an empty file or bytes
+    not valid in ``encoding`` (with file, line, column and byte value), and
+    ``ConfigError`` for an unknown encoding name.  Pass ``encoding="utf-8-sig"``
+    to drop a UTF-8 byte-order mark.
+    """
+    _check_encoding(encoding)
+    path = Path(path)
+    return _decode(_read_bytes(path, expected="text"), path, encoding)
+
+
+def split_text(text: str, valid_fraction: float) -> tuple[str, str]:
+    """Split ``text`` into ``(train, valid)``: the last ``valid_fraction`` of characters is validation.
+
+    ``valid_fraction`` must be in [0, 1); 0 gives an empty validation text.  A
+    fraction that would leave either part empty is a ``ConfigError``.
+    """
+    if (
+        isinstance(valid_fraction, bool)
+        or not isinstance(valid_fraction, (int, float))
+        or not 0 <= valid_fraction < 1
+    ):
+        raise ConfigError(f"valid_fraction must be a number in [0, 1), got {valid_fraction!r}")
+    if valid_fraction == 0:
+        return text, ""
+    n_valid = round(len(text) * valid_fraction)
+    if n_valid == 0:
+        raise ConfigError(
+            f"valid_fraction {valid_fraction} of a {len(text)}-character text leaves no validation text"
+        )
+    if n_valid >= len(text):
+        raise ConfigError(
+            f"valid_fraction {valid_fraction} of a {len(text)}-character text leaves no training text"
+        )
+    cut = len(text) - n_valid
+    return text[:cut], text[cut:]
+
+
+# -- bundled datasets ---------------------------------------------------------
+
+# name -> file in rnnkit/bundled (see its README.md for sources and licences)
+BUNDLED: dict[str, str] = {
+    "tinyshakespeare": "tinyshakespeare.txt",
+}
+
+
+def bundled_path(name: str) -> Path:
+    """Path of the bundled dataset ``name``; ``ConfigError`` listing the known names if unknown."""
+    filename = BUNDLED.get(name) if isinstance(name, str) else None
+    if filename is None:
+        known = ", ".join(sorted(BUNDLED))
+        raise ConfigError(f"unknown bundled dataset {name!r}; known: {known}")
+    resource = files("rnnkit") / "bundled" / filename
+    if not isinstance(resource, Path):
+        # e.g. rnnkit imported from a zip archive: there is no file path to hand out
+        raise DataError(
+            f"bundled dataset {name!r} is not on the file system ({resource}); install rnnkit unzipped"
+        )
+    if not resource.is_file():
+        raise DataError(f"bundled dataset {name!r} is missing: {resource}; reinstall rnnkit")
+    return resource
