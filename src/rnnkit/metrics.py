@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-__all__ = ["Metric", "TokenNLL", "Accuracy", "ClassificationMetrics"]
+__all__ = ["Metric", "TokenNLL", "Accuracy", "ClassificationMetrics", "EntityF1"]
 
 Number = Union[int, float, Tensor]
 
@@ -205,3 +205,81 @@ class ClassificationMetrics(Metric):
             "per_class": per_class,
             "confusion": m.tolist(),
         }
+
+
+class EntityF1(Metric):
+    """Entity-level (chunk) precision, recall and F1 for BIO or BIOES tagging, via ``seqeval``.
+
+    ``update(gold, pred)`` takes tag-string sentences (``[["B-PER", "I-PER", "O"], ...]``),
+    one predicted sentence per gold sentence, of equal lengths.  An entity counts as
+    found only if its type and both boundaries match exactly.  ``compute()`` returns the
+    micro-averaged ``precision``, ``recall``, ``f1`` (over all entities, as CoNLL reports
+    them), ``macro_f1`` (unweighted over entity types), ``support`` (gold entities),
+    ``sentences`` and ``per_type`` (``{type: {precision, recall, f1, support}}``).
+
+    Mode: seqeval's default, which chunks like the CoNLL-2000 ``conlleval`` script, so the
+    numbers are comparable with published CoNLL results.  It is lenient with ill-formed
+    sequences, as conlleval is: an ``I-X`` after ``O`` or after another type starts a new
+    ``X`` entity rather than being dropped (seqeval's ``mode="strict"`` would drop it), and
+    it understands ``E-``/``S-`` too, so the same chunking serves both schemes.  ``scheme``
+    only says which prefixes are legal (BIO: B, I; BIOES: B, I, E, S; plus ``O``), and a tag
+    outside it raises ``ValueError``.  A type never predicted (or never in gold) scores 0
+    (``zero_division=0``); with no entity anywhere every score is 0.
+
+    The sentences are kept until ``compute`` (chunks cannot straddle sentences, so this
+    equals any batching of the same sentences).
+    """
+
+    SCHEMES = {"BIO": ("B", "I"), "BIOES": ("B", "I", "E", "S")}
+
+    def __init__(self, scheme: str = "BIO") -> None:
+        if scheme not in self.SCHEMES:
+            raise ValueError(f"scheme must be one of {sorted(self.SCHEMES)}; got {scheme!r}")
+        self.scheme = scheme
+        super().__init__()
+
+    def reset(self) -> None:
+        self.gold: List[List[str]] = []
+        self.pred: List[List[str]] = []
+
+    def _check(self, sent: Sequence[str], which: str, index: int) -> List[str]:
+        prefixes = self.SCHEMES[self.scheme]
+        sent = list(sent)
+        for tag in sent:
+            if not isinstance(tag, str) or not (tag == "O" or (
+                    len(tag) > 2 and tag[1] == "-" and tag[0] in prefixes)):
+                raise ValueError(f"EntityF1({self.scheme!r}): {which} sentence {index} has tag {tag!r}; "
+                                 f"expected 'O' or one of {[p + '-TYPE' for p in prefixes]}")
+        return sent
+
+    def update(self, gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> None:
+        if isinstance(gold, str) or isinstance(pred, str) or len(gold) != len(pred):
+            raise ValueError("EntityF1: expected gold and pred as equally many sentences (lists of tag strings); "
+                             f"got {len(gold)} and {len(pred)}")
+        for i, (g, p) in enumerate(zip(gold, pred)):
+            if isinstance(g, str) or isinstance(p, str) or len(g) != len(p):
+                raise ValueError(f"EntityF1: sentence {i}: gold and pred must be lists of tags of one length; "
+                                 f"got {len(g)} and {len(p)}")
+            self.gold.append(self._check(g, "gold", i))
+            self.pred.append(self._check(p, "pred", i))
+
+    def compute(self) -> Dict[str, Any]:
+        if not self.gold:
+            raise ValueError("EntityF1.compute(): no sentences seen since reset()")
+        result: Dict[str, Any] = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "macro_f1": 0.0, "support": 0,
+                                  "sentences": len(self.gold), "per_type": {}}
+        if all(t == "O" for sents in (self.gold, self.pred) for s in sents for t in s):
+            return result  # no entity anywhere (seqeval would average over no types)
+        from seqeval.metrics import classification_report  # lazy: an optional, heavy import
+
+        report = classification_report(self.gold, self.pred, output_dict=True, zero_division=0)
+        micro, macro = report.pop("micro avg"), report.pop("macro avg")
+        report.pop("weighted avg", None)
+        result.update(precision=float(micro["precision"]), recall=float(micro["recall"]),
+                      f1=float(micro["f1-score"]), macro_f1=float(macro["f1-score"]), support=int(micro["support"]))
+        result["per_type"] = {
+            name: {"precision": float(r["precision"]), "recall": float(r["recall"]), "f1": float(r["f1-score"]),
+                   "support": int(r["support"])}
+            for name, r in sorted(report.items())
+        }
+        return result

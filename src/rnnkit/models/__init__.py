@@ -13,11 +13,13 @@ from torch import nn
 
 from rnnkit.models.classifier import Classifier, ClassifierConfig
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig, LossOutput
+from rnnkit.models.tagger import Tagger, TaggerConfig
 
 # name -> (model class, config class)
 MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "language_model": (LanguageModel, LanguageModelConfig),
     "classifier": (Classifier, ClassifierConfig),
+    "tagger": (Tagger, TaggerConfig),
 }
 
 
@@ -38,4 +40,4 @@ def model_config_dict(model: nn.Module) -> dict[str, Any]:
 
 
 __all__ = ["MODELS", "build_model", "model_config_dict", "LanguageModel", "LanguageModelConfig", "LossOutput",
-           "Classifier", "ClassifierConfig"]
+           "Classifier", "ClassifierConfig", "Tagger", "TaggerConfig"]

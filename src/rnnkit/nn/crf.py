@@ -124,7 +124,7 @@ class CRF(nn.Module):
 
     # ---------------------------------------------------------------- Viterbi
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode(self, emissions: Tensor, mask: Optional[Tensor] = None) -> list[list[int]]:
         """Best tag path of each row (Viterbi), each trimmed to the row's real length."""
         emissions, mask = self._prepare(emissions, mask)
