@@ -28,6 +28,15 @@ CLASSIFY_FIELDS = {
     "dropout": ("model", "dropout"), "pooling": ("model", "pooling"), "mlp_hidden": ("model", "mlp_hidden"),
     "freeze_embeddings": ("model", "freeze_embeddings"), "backend": ("model", "backend"),
 }
+TAG_FIELDS = {
+    **{k: ("data", k) for k in (
+        "train", "valid", "test", "format", "column", "scheme", "encoding", "lower", "min_freq", "embeddings")},
+    "cell": ("model", "cell"), "embedding_size": ("model", "embedding_size"), "hidden": ("model", "hidden_size"),
+    "layers": ("model", "num_layers"), "bidirectional": ("model", "bidirectional"),
+    "dropout": ("model", "dropout"), "crf": ("model", "crf"), "char_encoder": ("model", "char_encoder"),
+    "char_embedding_size": ("model", "char_embedding_size"), "char_hidden": ("model", "char_hidden_size"),
+    "backend": ("model", "backend"),
+}
 TRAIN_FIELDS = {k: ("train", k) for k in (
     "max_steps", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "clip_norm", "schedule",
     "warmup_steps", "min_lr_ratio", "eval_every", "save_every", "patience", "seed")}
@@ -131,11 +140,43 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=["fused", "reference"], help="[fused]")
     _add_train_options(cl)
 
-    pr = sub.add_parser("predict", help="label texts with a trained classifier",
-                        description="One text per line in (FILE or stdin), label and class probabilities out.")
+    tg = tsub.add_parser("tag", help="sequence tagging (part of speech, named entities)",
+                         description="Train a tagger: word embeddings (+ a character encoder) -> recurrent "
+                                     "encoder -> a tag per token, by softmax or a CRF.")
+    g = tg.add_argument_group("data")
+    g.add_argument("--train", help="CoNLL-U (.conllu) or CoNLL-2003-style training file")
+    g.add_argument("--valid", help="validation file (early stopping and best weights)")
+    g.add_argument("--test", help="test file, scored once with the best weights")
+    g.add_argument("--format", choices=["auto", "conllu", "conll"], help="[auto: by suffix]")
+    g.add_argument("--column", type=_column, help="conllu: upos or xpos [upos]; conll: tag column index [last]")
+    g.add_argument("--scheme", choices=["bio", "bioes"], help="convert IOB1/BIO entity tags (conll)")
+    g.add_argument("--encoding", help="[utf-8]")
+    g.add_argument("--lower", action="store_const", const=True, help="lower-case words (characters keep case)")
+    g.add_argument("--min-freq", type=int, help="rarer training words become <unk> [1]")
+    g.add_argument("--embeddings", help="pretrained word vectors (GloVe / word2vec text format)")
+    g = tg.add_argument_group("model")
+    g.add_argument("--cell", choices=["rnn", "lstm", "gru"], help="[lstm]")
+    g.add_argument("--embedding-size", type=int, help="word embedding size [100]")
+    g.add_argument("--hidden", type=int, help="hidden units per layer and direction [128]")
+    g.add_argument("--layers", type=int, help="[1]")
+    g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, help="read both ways [yes]")
+    g.add_argument("--dropout", type=float, help="[0]")
+    g.add_argument("--crf", action=argparse.BooleanOptionalAction, help="a linear-chain CRF on top [no]")
+    g.add_argument("--char-encoder", choices=["none", "lstm", "cnn"], help="character-level word encoder [none]")
+    g.add_argument("--char-embedding-size", type=int, help="[25]")
+    g.add_argument("--char-hidden", type=int, help="char LSTM units per direction, or CNN filters [25]")
+    g.add_argument("--backend", choices=["fused", "reference"], help="[fused]")
+    _add_train_options(tg)
+
+    pr = sub.add_parser("predict", help="label texts (classifier) or tag sentences (tagger)",
+                        description="Classifier: one text per line in, label and class probabilities out. "
+                                    "Tagger: one whitespace-tokenised sentence per line in, token<TAB>tag per "
+                                    "line out, a blank line between sentences (or --format conllu FILE: the "
+                                    "file back with the run's column filled).")
     pr.add_argument("run", type=Path, help="run folder")
     pr.add_argument("file", nargs="?", help="input file [stdin]")
-    pr.add_argument("--json", action="store_true", help="one JSON object per line")
+    pr.add_argument("--json", action="store_true", help="classifier: one JSON object per line")
+    pr.add_argument("--format", choices=["text", "conllu"], default="text", help="tagger input format [text]")
     pr.add_argument("--encoding", default="utf-8", help="input encoding [utf-8]")
 
     ge = sub.add_parser("generate", help="sample text from a trained language model",
@@ -240,6 +281,17 @@ def _train_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_tag(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.runs import resolve
+    from rnnkit.tasks.tag import TagDataConfig, train_tag
+    from rnnkit.trainer import TrainConfig
+
+    given = _given(args, TAG_FIELDS, 10.0)
+    train_tag(args.out, given["model"], resolve(TagDataConfig, given["data"]), resolve(TrainConfig, given["train"]),
+              resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    return 0
+
+
 def _task_of(run: Path) -> str:
     from rnnkit import checkpoint as ckpt
     from rnnkit.errors import CheckpointError
@@ -253,8 +305,15 @@ def _predict(args: argparse.Namespace) -> int:
     from rnnkit.data import read_text
 
     task = _task_of(args.run)
+    if task == "tag":
+        from rnnkit.tasks.tag import predict as tag_predict
+
+        text = "" if args.format == "conllu" else (
+            read_text(args.file, args.encoding) if args.file else sys.stdin.read())
+        sys.stdout.write(tag_predict(args.run, text, args.format, args.encoding, args.file))
+        return 0
     if task != "classify":
-        raise ConfigError(f"{args.run} holds a {task!r} model; predict works on classifiers "
+        raise ConfigError(f"{args.run} holds a {task!r} model; predict works on classifiers and taggers "
                           "(use `rnnkit generate` for language models)")
     from rnnkit.tasks.classify import predict
 
@@ -284,10 +343,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     task = _task_of(args.run)
-    if task == "classify":
-        from rnnkit.tasks.classify import evaluate
+    if task in ("classify", "tag"):
         if not args.data:
             raise ConfigError("give --data: a labelled file to evaluate on")
+        if task == "classify":
+            from rnnkit.tasks.classify import evaluate
+        else:
+            from rnnkit.tasks.tag import evaluate
         metrics = evaluate(args.run, args.data, args.encoding)
     else:
         from rnnkit.tasks.lm import evaluate
@@ -315,7 +377,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handlers = {"hello": _hello, "generate": _generate, "evaluate": _evaluate, "predict": _predict}
     try:
         if args.command == "train":
-            return {"lm": _train_lm, "classify": _train_classify}[args.task](args)
+            return {"lm": _train_lm, "classify": _train_classify, "tag": _train_tag}[args.task](args)
         return handlers[args.command](args)
     except RnnkitError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)

@@ -1,0 +1,256 @@
+"""The tagging task (many-to-many, aligned): CoNLL files -> words + chars -> Tagger -> a tag per token.
+
+Part-of-speech data (CoNLL-U) is scored by token accuracy; entity data (tags
+with B-/I-/E-/S- prefixes, CoNLL-2003) by entity-level F1 in conlleval's
+convention, with token accuracy beside it.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from rnnkit import checkpoint as ckpt
+from rnnkit.batching import SequenceBatches, tag_batch
+from rnnkit.data import Sentence, read_conll, read_conllu, read_tokens, write_conll, write_conllu
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.metrics import Accuracy, EntityF1
+from rnnkit.models import Tagger, TaggerConfig
+from rnnkit.tasks.runs import open_run, prepare_run_dir, run_config
+from rnnkit.trainer import TrainConfig, Trainer
+from rnnkit.vocab import Vocab
+
+PAD, UNK = "<pad>", "<unk>"
+
+
+@dataclass
+class TagDataConfig:
+    train: Optional[str] = None        # training file
+    valid: Optional[str] = None        # validation file (early stopping, best weights)
+    test: Optional[str] = None         # test file, scored once with the best weights
+    format: str = "auto"               # auto (.conllu -> conllu, else conll) | conllu | conll
+    column: Any = None                 # conllu: upos | xpos [upos]; conll: tag column index [-1, the last]
+    scheme: Optional[str] = None       # conll: convert IOB1/BIO tags to bio | bioes
+    encoding: str = "utf-8"
+    lower: bool = False                # lower-case words for the word vocabulary (characters keep case)
+    min_freq: int = 1                  # rarer training words become <unk> (characters still spell them)
+    embeddings: Optional[str] = None   # pretrained word vectors (GloVe / word2vec text)
+
+
+def _format(path: str, cfg: TagDataConfig) -> str:
+    if cfg.format != "auto":
+        return cfg.format
+    return "conllu" if path.endswith(".conllu") else "conll"
+
+
+def read_sentences(path: str, cfg: TagDataConfig) -> list[Sentence]:
+    if _format(path, cfg) == "conllu":
+        sents = read_conllu(path, column=cfg.column or "upos", encoding=cfg.encoding)
+    elif _format(path, cfg) == "conll":
+        sents = read_conll(path, column=-1 if cfg.column is None else int(cfg.column), encoding=cfg.encoding,
+                           scheme=cfg.scheme)
+    else:
+        raise ConfigError(f"--format must be auto, conllu or conll, got {cfg.format!r}")
+    if not sents:
+        raise DataError(f"{path}: no sentences")
+    return sents
+
+
+def is_entity_tagset(tags: Sequence[str]) -> bool:
+    """True for chunk tags (B-X, I-X, E-X, S-X, O) scored by entity F1."""
+    return any(t[:2] in ("B-", "I-", "E-", "S-") for t in tags) and all(
+        t == "O" or t[:2] in ("B-", "I-", "E-", "S-") for t in tags)
+
+
+class Encoder:
+    """Sentences -> word ids and character ids with the run's vocabularies."""
+
+    def __init__(self, words: Vocab, chars: Vocab, tags: Vocab, lower: bool) -> None:
+        self.words, self.chars, self.tags, self.lower = words, chars, tags, lower
+
+    def word_ids(self, tokens: Sequence[str]) -> list[int]:
+        return self.words.encode([t.lower() for t in tokens] if self.lower else list(tokens))
+
+    def char_ids(self, tokens: Sequence[str]) -> list[list[int]]:
+        return [self.chars.encode(list(t)) for t in tokens]
+
+    def check_tags(self, sents: Sequence[Sentence]) -> None:
+        for s in sents:
+            for i, tag in enumerate(s.tags or []):
+                if tag not in self.tags:
+                    raise DataError(f"{s.source}, sentence at line {s.line}, token {i + 1} ({s.tokens[i]!r}): "
+                                    f"tag {tag!r} does not occur in the training data "
+                                    f"(known tags: {', '.join(self.tags.tokens[:30])})")
+
+    def batches(self, sents: Sequence[Sentence], batch_size: int, seed: int = 0,
+                shuffle: bool = False) -> SequenceBatches:
+        words = [self.word_ids(s.tokens) for s in sents]
+        chars = [self.char_ids(s.tokens) for s in sents]
+        tags = [self.tags.encode(s.tags) if s.tags is not None else None for s in sents]
+        pad, cpad = self.words.pad_id, self.chars.pad_id
+
+        def build(word_rows, rows):  # the "labels" SequenceBatches hands back are row indices
+            gold = [tags[r] for r in rows]
+            return tag_batch(word_rows, None if any(g is None for g in gold) else gold, pad,
+                             chars=[chars[r] for r in rows], char_pad_id=cpad)
+
+        return SequenceBatches(words, batch_size, labels=list(range(len(words))), make_batch=build, seed=seed,
+                               shuffle=shuffle)
+
+
+def evaluate_model(model, batches: SequenceBatches, enc: Encoder, entity: bool) -> tuple[dict[str, Any], list]:
+    """Token accuracy (and entity F1), and the predicted tag ids in batch order."""
+    acc = Accuracy()
+    f1 = EntityF1("BIOES" if any(t[:2] in ("E-", "S-") for t in enc.tags.tokens) else "BIO") if entity else None
+    total = count = 0.0
+    preds_all = []
+    for batch in batches.epoch_batches():
+        out = model.loss(batch)
+        total, count = total + float(out.loss), count + int(out.num_tokens)
+        pred = model.predict(batch.inputs, lengths=batch.lengths, mask=batch.mask, chars=batch.chars)
+        flat_pred = torch.tensor([p for row in pred for p in row])
+        gold_rows = [batch.targets[i, : len(row)].tolist() for i, row in enumerate(pred)]
+        acc.update(flat_pred, torch.tensor([g for row in gold_rows for g in row]))
+        if f1 is not None:
+            f1.update([enc.tags.decode(g) for g in gold_rows], [enc.tags.decode(p) for p in pred])
+        preds_all.append(pred)
+    metrics: dict[str, Any] = {"accuracy": acc.compute()["accuracy"], "loss": total / max(count, 1)}
+    if f1 is not None:
+        metrics.update(f1.compute())
+    return metrics, preds_all
+
+
+def _scalars(m: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in m.items() if isinstance(v, float)}
+
+
+def _predict_sentences(model, enc: Encoder, sents: Sequence[Sentence], batch_size: int = 64) -> list[list[str]]:
+    """Predicted tags per sentence, in input order."""
+    order = sorted(range(len(sents)), key=lambda i: len(sents[i].tokens))
+    out: list[Optional[list[str]]] = [None] * len(sents)
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            idx = order[s: s + batch_size]
+            b = tag_batch([enc.word_ids(sents[i].tokens) for i in idx], None, enc.words.pad_id,
+                          chars=[enc.char_ids(sents[i].tokens) for i in idx], char_pad_id=enc.chars.pad_id)
+            for i, row in zip(idx, model.predict(b.inputs, lengths=b.lengths, mask=b.mask, chars=b.chars)):
+                out[i] = enc.tags.decode(row)
+    return out  # type: ignore[return-value]
+
+
+def _write_predictions(path: Path, sents: Sequence[Sentence], pred, cfg: TagDataConfig, fmt: str) -> None:
+    if fmt == "conllu":
+        write_conllu(sents, pred, path, column=cfg.column or "upos")
+    else:
+        write_conll(sents, path, pred)
+
+
+def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, train: TrainConfig, *,
+              resume: bool = False, overwrite: bool = False, progress: bool = True,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train a tagger into run folder ``out``; returns the test (or validation) metrics."""
+    if not data.train:
+        raise ConfigError("give --train: a CoNLL-U or CoNLL-2003-style file")
+    out = Path(out)
+    tr = read_sentences(data.train, data)
+    va = read_sentences(data.valid, data) if data.valid else []
+    te = read_sentences(data.test, data) if data.test else []
+    if resume:
+        words, chars, tags = (Vocab.load(out / f"{n}.json") for n in ("vocab", "chars", "tags"))
+    else:
+        norm = (lambda t: t.lower()) if data.lower else (lambda t: t)  # noqa: E731
+        words = Vocab.build([[norm(t) for t in s.tokens] for s in tr], specials=[PAD], min_freq=data.min_freq,
+                            unk=UNK)
+        chars = Vocab.build([list(t) for s in tr for t in s.tokens], specials=[PAD], unk=UNK)
+        tags = Vocab.build([s.tags for s in tr])
+    enc = Encoder(words, chars, tags, data.lower)
+    enc.check_tags(va)
+    enc.check_tags(te)
+    entity = is_entity_tagset(tags.tokens)
+    oov = words.oov_rate([[t.lower() if data.lower else t for t in s.tokens] for s in va]) if va else 0.0
+    log(f"{len(tr):,} training, {len(va):,} validation, {len(te):,} test sentences; {len(tags)} tags "
+        f"({'entities, scored by F1' if entity else 'scored by token accuracy'}); {len(words):,} words, "
+        f"{len(chars)} characters; validation OOV rate {oov:.2%}")
+    torch.manual_seed(train.seed)
+    mcfg = TaggerConfig(vocab_size=len(words), num_tags=len(tags), pad_id=words.pad_id,
+                        char_vocab_size=len(chars), char_pad_id=chars.pad_id, **model_opts)
+    model = Tagger(mcfg)
+    config = run_config("tag", "tagger", model=mcfg, data=data, train=train, entity=entity)
+    prepare_run_dir(out, config, resume, overwrite)
+    if not resume:
+        for name, v in (("vocab", words), ("chars", chars), ("tags", tags)):
+            v.save(out / f"{name}.json")
+    if data.embeddings and not resume:
+        from rnnkit.embeddings import load_vectors
+
+        matrix, found = load_vectors(data.embeddings, words.tokens,
+                                     generator=torch.Generator().manual_seed(train.seed))
+        model.load_pretrained_embeddings(matrix)
+        log(f"{data.embeddings}: vectors for {found:,} of {len(words):,} words ({found / len(words):.1%})")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {mcfg.num_layers}-layer {'bi' if mcfg.bidirectional else 'uni'}directional {mcfg.cell.upper()}, "
+        f"hidden {mcfg.hidden_size}, char encoder {mcfg.char_encoder}, {'CRF' if mcfg.crf else 'softmax'}, "
+        f"{n_params:,} parameters")
+    valid_b = enc.batches(va, 256) if va else None
+    evaluate = (lambda m: _scalars(evaluate_model(m, valid_b, enc, entity)[0])) if valid_b else None
+    trainer = Trainer(model, train, enc.batches(tr, train.batch_size, train.seed, shuffle=True), evaluate=evaluate,
+                      run_dir=out, metric="f1" if entity else "accuracy", maximize=True, progress=progress, log=log)
+    t0 = time.perf_counter()
+    trainer.fit(resume=resume)
+    result: dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "parameters": n_params}
+    ckpt.load_weights_into(model, out / ckpt.WEIGHTS)
+    model.eval()
+    split, final, path = ("test", te, data.test) if te else ("validation", va, data.valid)
+    if final:
+        with torch.inference_mode():
+            scores, _ = evaluate_model(model, enc.batches(final, 256), enc, entity)
+        fmt = _format(path, data)
+        _write_predictions(out / f"{split}.predictions.{fmt}", final, _predict_sentences(model, enc, final), data, fmt)
+        result.update({"split": split, **scores})
+        shown = f"entity F1 {scores['f1']:.4f}, " if entity else ""
+        log(f"{split}: {shown}token accuracy {scores['accuracy']:.4f} ({len(final):,} sentences); "
+            f"predictions in {out / f'{split}.predictions.{fmt}'}")
+    ckpt.save_json(out / "report.json", result)
+    return result
+
+
+def _open(run: str | Path):
+    config, model, v = open_run(run, ("vocab", "chars", "tags"))
+    data = TagDataConfig(**config["data"])
+    return config, model, Encoder(v["vocab"], v["chars"], v["tags"], data.lower), data
+
+
+def predict(run: str | Path, text: str, fmt: str = "text", encoding: str = "utf-8",
+            path: Optional[str] = None) -> str:
+    """Tag text: whitespace-tokenised sentences (one per line) -> ``token<TAB>tag`` lines, or a
+    CoNLL-U file with the run's column filled (``fmt="conllu"``, read from ``path``)."""
+    config, model, enc, data = _open(run)
+    if fmt == "conllu":
+        if path is None:
+            raise ConfigError("--format conllu needs a FILE (a CoNLL-U file whose column is filled)")
+        sents = read_conllu(path, column=data.column or "upos", encoding=encoding)
+        buf = io.StringIO()
+        write_conllu(sents, _predict_sentences(model, enc, sents), buf, column=data.column or "upos")
+        return buf.getvalue()
+    sents = [Sentence(toks, None, "<input>", i + 1) for i, toks in enumerate(read_tokens(text))]
+    lines = []
+    for s, tags in zip(sents, _predict_sentences(model, enc, sents)):
+        lines += [f"{tok}\t{tag}" for tok, tag in zip(s.tokens, tags)] + [""]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def evaluate(run: str | Path, data_path: str, encoding: Optional[str] = None) -> dict[str, Any]:
+    """Token accuracy (and entity F1 with per-type scores) of a trained run on a labelled file."""
+    config, model, enc, data = _open(run)
+    if encoding:
+        data.encoding = encoding
+    sents = read_sentences(data_path, data)
+    enc.check_tags(sents)
+    with torch.inference_mode():
+        scores, _ = evaluate_model(model, enc.batches(sents, 256), enc, bool(config.get("entity")))
+    return {"file": data_path, "sentences": len(sents), **scores}
