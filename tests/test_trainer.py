@@ -120,3 +120,10 @@ def test_weights_file_holds_no_pickle(tmp_path):
         head = f.read_bytes()[:16]
         assert not head.startswith(b"\x80") and not head.startswith(b"PK")  # pickle / torch zip
         ckpt.load_tensors(f)
+
+
+def test_max_time_stops_after_evaluating_and_saving(tmp_path):
+    tr = _tiny_trainer(tmp_path, max_steps=1000, eval_every=500, max_time=1e-9)
+    history = tr.fit()
+    assert tr.step == 1 and len(history) == 1 and "valid_loss" in history[0]
+    assert ckpt.load_training_state(tmp_path)["step"] == 1

@@ -39,7 +39,7 @@ TAG_FIELDS = {
 }
 TRAIN_FIELDS = {k: ("train", k) for k in (
     "max_steps", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "clip_norm", "schedule",
-    "warmup_steps", "min_lr_ratio", "eval_every", "save_every", "patience", "seed")}
+    "warmup_steps", "min_lr_ratio", "eval_every", "save_every", "patience", "seed", "max_time")}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -64,6 +64,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-every", type=int, help="save last/ every N steps [= --eval-every]")
     g.add_argument("--patience", type=int, help="early stop after N evaluations without improvement")
     g.add_argument("--seed", type=int, help="random seed [0]")
+    g.add_argument("--max-time", type=float, help="stop after this many minutes (evaluating and saving first)")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 

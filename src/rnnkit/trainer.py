@@ -41,6 +41,7 @@ class TrainConfig:
     eval_every: Optional[int] = None    # evaluate (and checkpoint) every N steps and at the end; None: each epoch
     save_every: Optional[int] = None    # save last/ every N steps (default: eval_every)
     patience: Optional[int] = None      # early stop after N evaluations without improvement
+    max_time: Optional[float] = None    # stop (evaluating and saving first) after this many minutes of training
     seed: int = 0
 
     def validate(self) -> None:
@@ -192,7 +193,8 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
                    dynamic_ncols=True, mininterval=0.5, unit="step")
         run_loss, run_tokens, t0, window_tokens = 0.0, 0, time.perf_counter(), 0
-        stop = False
+        stop = timed_out = False
+        deadline = None if cfg.max_time is None else time.monotonic() + 60 * cfg.max_time
         self.model.train()
         try:
             while self.step < self.total_steps and not stop:
@@ -223,12 +225,13 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{run_loss / max(run_tokens, 1):.3f}",
                                 tok_s=f"{window_tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
-                last = self.step == self.total_steps
+                timed_out = deadline is not None and time.monotonic() > deadline
+                last = self.step == self.total_steps or timed_out
                 if self.step % eval_every == 0 or last:
                     row = {"step": self.step, "epoch": round(self.step / len(self.train), 3),
                            "lr": cfg.lr * factor, "train_loss": run_loss / max(run_tokens, 1),
                            "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1)}
-                    stop = self._evaluate(row)
+                    stop = self._evaluate(row) or timed_out
                     self.history.append(row)
                     self._write_metrics()
                     run_loss, run_tokens, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
@@ -236,7 +239,9 @@ class Trainer:
                     self._save_last()
         finally:
             bar.close()
-        if stop:
+        if timed_out:
+            self.log(f"stopped at step {self.step}: --max-time of {cfg.max_time} minutes reached")
+        elif stop:
             self.log(f"early stop at step {self.step}: no improvement in {cfg.patience} evaluations")
         if self.evaluate_fn is None and self.run_dir is not None:
             ckpt.save_tensors(self.run_dir / ckpt.WEIGHTS, self.model.state_dict())
