@@ -174,3 +174,22 @@ def test_bad_inputs_raise():
     batch.targets[0, 0] = K
     with pytest.raises(ValueError, match="tags"):
         m.loss(batch)
+
+
+def test_word_dropout_only_in_training_and_only_on_real_words():
+    torch.manual_seed(0)
+    from rnnkit.models import Tagger, TaggerConfig
+    m = Tagger(TaggerConfig(vocab_size=10, num_tags=3, embedding_size=4, hidden_size=4, word_dropout=1.0, unk_id=1))
+    x = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    all_unk = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    m.train()
+    torch.manual_seed(1)
+    a = m(x, mask=mask)
+    torch.manual_seed(1)
+    m.config.word_dropout = 0.0
+    b = m(all_unk, mask=mask)
+    assert torch.allclose(a, b)  # every real word became <unk>; the pad stayed a pad
+    m.eval()
+    m.config.word_dropout = 1.0
+    assert not torch.allclose(m(x, mask=mask), m(all_unk, mask=mask))

@@ -33,7 +33,7 @@ TAG_FIELDS = {
         "train", "valid", "test", "format", "column", "scheme", "encoding", "lower", "min_freq", "embeddings")},
     "cell": ("model", "cell"), "embedding_size": ("model", "embedding_size"), "hidden": ("model", "hidden_size"),
     "layers": ("model", "num_layers"), "bidirectional": ("model", "bidirectional"),
-    "dropout": ("model", "dropout"), "crf": ("model", "crf"), "char_encoder": ("model", "char_encoder"),
+    "dropout": ("model", "dropout"), "word_dropout": ("model", "word_dropout"), "crf": ("model", "crf"), "char_encoder": ("model", "char_encoder"),
     "char_embedding_size": ("model", "char_embedding_size"), "char_hidden": ("model", "char_hidden_size"),
     "backend": ("model", "backend"),
 }
@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--layers", type=int, help="[1]")
     g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, help="read both ways [yes]")
     g.add_argument("--dropout", type=float, help="[0]")
+    g.add_argument("--word-dropout", type=float,
+                   help="training: replace words by <unk> with this probability, so spelling is learned [0]")
     g.add_argument("--crf", action=argparse.BooleanOptionalAction, help="a linear-chain CRF on top [no]")
     g.add_argument("--char-encoder", choices=["none", "lstm", "cnn"], help="character-level word encoder [none]")
     g.add_argument("--char-embedding-size", type=int, help="[25]")
@@ -251,7 +253,8 @@ def _given(args: argparse.Namespace, fields: dict[str, tuple[str, str]], default
         given["train"]["clip_norm"] = None
     saved = ckpt.load_json(args.out / ckpt.CONFIG) if args.resume and (args.out / ckpt.CONFIG).is_file() else {}
     if saved:  # options not given now come from the run being resumed
-        derived = {"vocab_size", "num_labels", "num_classes", "pad_id"}
+        derived = {"vocab_size", "num_labels", "num_classes", "pad_id", "unk_id", "num_tags", "char_vocab_size",
+                   "char_pad_id"}
         given = {s: {**{k: v for k, v in saved[s].items() if k not in derived}, **given[s]} for s in given}
     elif not given["train"].get("max_steps") and not given["train"].get("epochs"):
         given["train"]["epochs"] = default_epochs

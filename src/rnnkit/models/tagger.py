@@ -48,6 +48,9 @@ class TaggerConfig:
     bidirectional: bool = True      # read each sentence both ways; features are 2 * hidden_size
     dropout: float = 0.0            # on the word representation, between recurrent layers, on recurrent outputs
     crf: bool = False               # a linear-chain CRF on top (sentence NLL, Viterbi) instead of per-token softmax
+    word_dropout: float = 0.0       # training only: replace a word by unk_id with this probability (chars stay),
+                                    # so the model learns to read unseen words from their spelling
+    unk_id: int = 1                 # the word vocabulary's <unk> id (used by word_dropout)
     pad_id: int = 0                 # the word pad id; its embedding row is padding_idx
     backend: str = "fused"          # fused (torch kernels) | reference (rnnkit cells, step by step)
 
@@ -180,7 +183,11 @@ class Tagger(nn.Module):
         return out.index_copy(0, mask.reshape(-1).nonzero().squeeze(1), feats).view(B, T, -1)  # (B, T, F)
 
     def _emissions(self, inputs: Tensor, lengths: Optional[Tensor], mask: Tensor, chars: Optional[Tensor]) -> Tensor:
-        x = self.embedding(inputs.masked_fill(~mask, self.config.pad_id))  # (B, T, E); pad ids never looked up
+        inputs = inputs.masked_fill(~mask, self.config.pad_id)  # pad ids never looked up
+        if self.training and self.config.word_dropout > 0:
+            drop = torch.rand(inputs.shape, device=inputs.device) < self.config.word_dropout  # (B, T)
+            inputs = inputs.masked_fill(drop & mask, self.config.unk_id)
+        x = self.embedding(inputs)  # (B, T, E)
         if self.config.char_encoder != "none":
             x = torch.cat([x, self._encode_chars(chars, mask)], dim=2)  # (B, T, E + F)
         out, _ = self.rnn(self.drop(x), lengths=lengths)  # (B, T, D*H), zeros at pads

@@ -177,7 +177,7 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
         f"({'entities, scored by F1' if entity else 'scored by token accuracy'}); {len(words):,} words, "
         f"{len(chars)} characters; validation OOV rate {oov:.2%}")
     torch.manual_seed(train.seed)
-    mcfg = TaggerConfig(vocab_size=len(words), num_tags=len(tags), pad_id=words.pad_id,
+    mcfg = TaggerConfig(vocab_size=len(words), num_tags=len(tags), pad_id=words.pad_id, unk_id=words.unk_id,
                         char_vocab_size=len(chars), char_pad_id=chars.pad_id, **model_opts)
     model = Tagger(mcfg)
     config = run_config("tag", "tagger", model=mcfg, data=data, train=train, entity=entity)
