@@ -1,5 +1,4 @@
 """Trainer and run folders: exact resume after SIGKILL, atomic files, config checks."""
-import os
 import signal
 import subprocess
 import sys

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,32 +20,13 @@ import torch
 from torch import Tensor
 
 from rnnkit.errors import CheckpointError
+from rnnkit.fileio import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 LAST = "last"
 STATE = "state.safetensors"
 METRICS = "metrics.csv"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from rnnkit.errors import ConfigError, DataError
+from rnnkit.fileio import atomic_write_text
 
 PAD = "<pad>"
 UNK = "<unk>"
@@ -224,7 +224,7 @@ class Vocab:
         path = Path(path)
         text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
         try:
-            _atomic_write_text(path, text)
+            atomic_write_text(path, text)
         except OSError as e:
             raise DataError(f"cannot write vocabulary to {path}: {e.strerror or e}") from e
 
@@ -278,21 +278,3 @@ def _unknown_message(unknown: list[str]) -> str:
         f"{len(unknown)} unknown {noun}: {listed}{more}; the vocabulary has none of them "
         "and no unk token to map them to"
     )
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a vocabulary is not a secret
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import codecs
 import os
-import tempfile
 from pathlib import Path
 from typing import IO
 
 from rnnkit.errors import ConfigError, DataError
+from rnnkit.fileio import atomic_write_text
 
 def _check_encoding(encoding: str) -> str:
     """The codec's canonical name; ``ConfigError`` if Python knows no text codec by that name."""
@@ -104,22 +104,8 @@ def _lines(text: str) -> list[str]:
 
 
 def _write_text(path_or_file: str | os.PathLike[str] | IO[str], text: str, encoding: str = "utf-8") -> None:
-    """Write ``text`` to an open text file, or atomically to a path (temp file beside it + ``os.replace``).
-
-    A kill at any moment leaves the old file or the new one, never half of one.
-    """
+    """Write ``text`` to an open text file, or atomically to a path (see ``rnnkit.fileio``)."""
     if not isinstance(path_or_file, (str, os.PathLike)):
         path_or_file.write(text)
         return
-    path = Path(path_or_file)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a data file is not a secret
-        with os.fdopen(fd, "w", encoding=encoding, newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path_or_file, text, encoding)

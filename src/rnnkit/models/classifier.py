@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.models.language_model import LossOutput
+from rnnkit.models._inputs import check_padded
 from rnnkit.nn import Recurrent
 
 POOLINGS = ("last", "mean", "max", "attention")
-_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 @dataclass
@@ -99,36 +99,10 @@ class Classifier(nn.Module):
     def _check_inputs(self, inputs: Tensor, lengths: Optional[Tensor],
                       mask: Optional[Tensor]) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """Validate; return ``(lengths (B,) | None, mask (B, T) | None)``, both None when nothing is padded."""
-        if inputs.dim() != 2 or inputs.dtype not in _INT_DTYPES:
-            raise ValueError(f"inputs must be (B, T) integer token ids; "
-                             f"got {inputs.dtype} of shape {tuple(inputs.shape)}")
-        B, T = inputs.shape
-        if B == 0 or T == 0:
-            raise ValueError(f"inputs must have at least one sequence and one step; got shape {tuple(inputs.shape)}")
+        lengths, mask = check_padded(inputs, lengths, mask)
         lo, hi = int(inputs.min()), int(inputs.max())
         if lo < 0 or hi >= self.config.vocab_size:
             raise ValueError(f"token ids must lie in [0, vocab_size={self.config.vocab_size}); got [{lo}, {hi}]")
-        if lengths is not None:
-            if lengths.dim() != 1 or lengths.size(0) != B or lengths.dtype not in _INT_DTYPES:
-                raise ValueError(f"lengths must be a 1-D integer tensor of size B={B}; "
-                                 f"got {lengths.dtype} of shape {tuple(lengths.shape)}")
-            lo, hi = int(lengths.min()), int(lengths.max())
-            if lo < 1 or hi > T:
-                raise ValueError(f"lengths must lie in [1, T={T}]; got values in [{lo}, {hi}]")
-        if mask is not None:
-            if mask.dtype != torch.bool or tuple(mask.shape) != (B, T):
-                raise ValueError(f"mask must be bool of shape (B, T) = {(B, T)}; got {mask.dtype} {tuple(mask.shape)}")
-            from_mask = mask.sum(1)  # (B,)
-            prefix = torch.arange(T, device=mask.device).unsqueeze(0) < from_mask.unsqueeze(1)  # (B, T)
-            if not torch.equal(prefix, mask) or int(from_mask.min()) < 1:
-                raise ValueError("mask must mark a non-empty prefix of each row (right padding)")
-            if lengths is not None and not torch.equal(from_mask.cpu(), lengths.cpu().long()):
-                raise ValueError("lengths and mask disagree on the number of real tokens per row")
-            lengths = from_mask
-        if lengths is None or bool((lengths == T).all()):
-            return None, None  # nothing padded
-        lengths = lengths.to(inputs.device)
-        mask = torch.arange(T, device=inputs.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
         return lengths, mask
 
     # ---------------------------------------------------------------- forward

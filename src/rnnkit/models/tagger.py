@@ -29,7 +29,7 @@ from rnnkit.models.language_model import LossOutput
 from rnnkit.nn import CRF, Recurrent
 
 CHAR_ENCODERS = ("none", "lstm", "cnn")
-_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded
 
 
 @dataclass
@@ -112,34 +112,10 @@ class Tagger(nn.Module):
     def _check_inputs(self, inputs: Tensor, lengths: Optional[Tensor], mask: Optional[Tensor],
                       chars: Optional[Tensor]) -> tuple[Optional[Tensor], Tensor]:
         """Validate; return ``(lengths (B,) | None when nothing is padded, mask (B, T))``."""
-        if inputs.dim() != 2 or inputs.dtype not in _INT_DTYPES:
-            raise ValueError(f"inputs must be (B, T) integer word ids; "
-                             f"got {inputs.dtype} of shape {tuple(inputs.shape)}")
+        lengths, mask = check_padded(inputs, lengths, mask, "word")
         B, T = inputs.shape
-        if B == 0 or T == 0:
-            raise ValueError(f"inputs must have at least one sentence and one token; got shape {tuple(inputs.shape)}")
-        if lengths is not None:
-            if lengths.dim() != 1 or lengths.size(0) != B or lengths.dtype not in _INT_DTYPES:
-                raise ValueError(f"lengths must be a 1-D integer tensor of size B={B}; "
-                                 f"got {lengths.dtype} of shape {tuple(lengths.shape)}")
-            lo, hi = int(lengths.min()), int(lengths.max())
-            if lo < 1 or hi > T:
-                raise ValueError(f"lengths must lie in [1, T={T}]; got values in [{lo}, {hi}]")
-        if mask is not None:
-            if mask.dtype != torch.bool or tuple(mask.shape) != (B, T):
-                raise ValueError(f"mask must be bool of shape (B, T) = {(B, T)}; got {mask.dtype} {tuple(mask.shape)}")
-            from_mask = mask.sum(1)  # (B,)
-            prefix = torch.arange(T, device=mask.device).unsqueeze(0) < from_mask.unsqueeze(1)  # (B, T)
-            if not torch.equal(prefix, mask) or int(from_mask.min()) < 1:
-                raise ValueError("mask must mark a non-empty prefix of each row (right padding)")
-            if lengths is not None and not torch.equal(from_mask.cpu(), lengths.cpu().long()):
-                raise ValueError("lengths and mask disagree on the number of real tokens per row")
-            lengths = from_mask
-        if lengths is None or bool((lengths == T).all()):
-            lengths, mask = None, torch.ones(B, T, dtype=torch.bool, device=inputs.device)
-        else:
-            lengths = lengths.to(inputs.device)
-            mask = torch.arange(T, device=inputs.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+        if mask is None:
+            mask = torch.ones(B, T, dtype=torch.bool, device=inputs.device)
         real = inputs[mask]
         lo, hi = int(real.min()), int(real.max())
         if lo < 0 or hi >= self.config.vocab_size:

@@ -7,7 +7,6 @@ with one run folder per fold and the mean and standard deviation reported.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import time

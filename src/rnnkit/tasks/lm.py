@@ -9,10 +9,8 @@ Two data shapes:
 """
 from __future__ import annotations
 
-import math
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -24,7 +22,7 @@ from rnnkit.decoding import generate as generate_ids, validate_sampling
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import TokenNLL
 from rnnkit.models import LanguageModel, LanguageModelConfig
-from rnnkit.tasks.runs import open_run, prepare_run_dir, run_config, version_info
+from rnnkit.tasks.runs import open_run, prepare_run_dir, run_config
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab

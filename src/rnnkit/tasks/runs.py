@@ -5,9 +5,7 @@ from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 
-import rnnkit
 from rnnkit import checkpoint as ckpt
 from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit.models import build_model
@@ -97,7 +95,3 @@ def open_run(run_dir: str | Path, vocab_names: tuple[str, ...] = ("vocab",)):
         except Exception as e:  # DataError from Vocab.load names the file
             raise CheckpointError(str(e)) from None
     return config, model, vocabs
-
-
-def version_info() -> dict[str, str]:
-    return {"rnnkit": rnnkit.__version__, "torch": torch.__version__}

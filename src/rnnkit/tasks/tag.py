@@ -7,7 +7,6 @@ convention, with token accuracy beside it.
 from __future__ import annotations
 
 import io
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,0 +1,43 @@
+"""Checks at the edge of the padded-batch models (classifier, tagger): one place, one set of messages."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def check_padded(inputs: Tensor, lengths: Optional[Tensor], mask: Optional[Tensor],
+                 what: str = "token") -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """Validate right-padded ``inputs (B, T)`` ids with optional ``lengths (B,)`` and ``mask (B, T)``.
+
+    Returns ``(lengths, mask)`` on the inputs' device, both None when no row is padded.
+    """
+    if inputs.dim() != 2 or inputs.dtype not in INT_DTYPES:
+        raise ValueError(f"inputs must be (B, T) integer {what} ids; got {inputs.dtype} of shape {tuple(inputs.shape)}")
+    B, T = inputs.shape
+    if B == 0 or T == 0:
+        raise ValueError(f"inputs must have at least one sequence and one step; got shape {tuple(inputs.shape)}")
+    if lengths is not None:
+        if lengths.dim() != 1 or lengths.size(0) != B or lengths.dtype not in INT_DTYPES:
+            raise ValueError(f"lengths must be a 1-D integer tensor of size B={B}; "
+                             f"got {lengths.dtype} of shape {tuple(lengths.shape)}")
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 1 or hi > T:
+            raise ValueError(f"lengths must lie in [1, T={T}]; got values in [{lo}, {hi}]")
+    if mask is not None:
+        if mask.dtype != torch.bool or tuple(mask.shape) != (B, T):
+            raise ValueError(f"mask must be bool of shape (B, T) = {(B, T)}; got {mask.dtype} {tuple(mask.shape)}")
+        from_mask = mask.sum(1)  # (B,)
+        prefix = torch.arange(T, device=mask.device).unsqueeze(0) < from_mask.unsqueeze(1)  # (B, T)
+        if not torch.equal(prefix, mask) or int(from_mask.min()) < 1:
+            raise ValueError("mask must mark a non-empty prefix of each row (right padding)")
+        if lengths is not None and not torch.equal(from_mask.cpu(), lengths.cpu().long()):
+            raise ValueError("lengths and mask disagree on the number of real tokens per row")
+        lengths = from_mask
+    if lengths is None or bool((lengths == T).all()):
+        return None, None  # nothing padded
+    lengths = lengths.to(inputs.device)
+    return lengths, torch.arange(T, device=inputs.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
