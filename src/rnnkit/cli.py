@@ -25,7 +25,7 @@ CLASSIFY_FIELDS = {
         "embeddings")},
     "cell": ("model", "cell"), "embedding_size": ("model", "embedding_size"), "hidden": ("model", "hidden_size"),
     "layers": ("model", "num_layers"), "bidirectional": ("model", "bidirectional"),
-    "dropout": ("model", "dropout"), "pooling": ("model", "pooling"), "mlp_hidden": ("model", "mlp_hidden"),
+    "dropout": ("model", "dropout"), "word_dropout": ("model", "word_dropout"), "pooling": ("model", "pooling"), "mlp_hidden": ("model", "mlp_hidden"),
     "freeze_embeddings": ("model", "freeze_embeddings"), "backend": ("model", "backend"),
 }
 TAG_FIELDS = {
@@ -55,7 +55,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="sequences (stream lanes) per batch [64]")
     g.add_argument("--lr", type=float, help="peak learning rate [0.002]")
     g.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help="[adam]")
-    g.add_argument("--weight-decay", type=float, help="[0]")
+    g.add_argument("--weight-decay", type=float, help="L2 penalty (decoupled with adamw) [0]")
     g.add_argument("--clip-norm", type=float, help="clip the gradient norm to this; 0 disables [5]")
     g.add_argument("--schedule", choices=["constant", "linear", "cosine"], help="learning-rate schedule [constant]")
     g.add_argument("--warmup-steps", type=int, help="linear warm-up steps [0]")
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--layers", type=int, help="stacked recurrent layers [1]")
     g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, help="read both ways [no]")
     g.add_argument("--dropout", type=float, help="[0]")
+    g.add_argument("--word-dropout", type=float, help="training: replace tokens by <unk> with this probability [0]")
     g.add_argument("--pooling", choices=["last", "mean", "max", "attention"], help="[last]")
     g.add_argument("--mlp-hidden", type=int, help="hidden units of the classifier MLP; 0 for linear [0]")
     g.add_argument("--freeze-embeddings", action="store_const", const=True, help="keep pretrained vectors fixed")

@@ -41,3 +41,15 @@ def check_padded(inputs: Tensor, lengths: Optional[Tensor], mask: Optional[Tenso
         return None, None  # nothing padded
     lengths = lengths.to(inputs.device)
     return lengths, torch.arange(T, device=inputs.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+
+
+def drop_words(inputs: Tensor, mask: Optional[Tensor], p: float, unk_id: int) -> Tensor:
+    """Training-time word dropout: each real token becomes ``unk_id`` with probability ``p``.
+
+    A regulariser for small data sets: the model cannot lean on any single word,
+    and it learns what to do with words it has not seen.
+    """
+    drop = torch.rand(inputs.shape, device=inputs.device) < p  # (B, T)
+    if mask is not None:
+        drop &= mask
+    return inputs.masked_fill(drop, unk_id)

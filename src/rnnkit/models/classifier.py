@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.models.language_model import LossOutput
-from rnnkit.models._inputs import check_padded
+from rnnkit.models._inputs import check_padded, drop_words
 from rnnkit.nn import Recurrent
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -41,6 +41,8 @@ class ClassifierConfig:
     mlp_hidden: int = 0            # 0: one linear output layer; > 0: a hidden layer of this size with ReLU
     freeze_embeddings: bool = False  # keep the embedding fixed (e.g. pretrained vectors)
     pad_id: int = 0                # the pad token's id; its embedding row is padding_idx
+    word_dropout: float = 0.0      # training only: replace a real token by unk_id with this probability
+    unk_id: int = 1                # the vocabulary's <unk> id (used by word_dropout)
     backend: str = "fused"         # fused (torch kernels) | reference (rnnkit cells, step by step)
 
 
@@ -110,6 +112,8 @@ class Classifier(nn.Module):
     def encode(self, inputs: Tensor, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Pooled:
         """``inputs (B, T)`` -> ``Pooled(features (B, D*H), attention weights (B, T) | None)``."""
         lengths, mask = self._check_inputs(inputs, lengths, mask)
+        if self.training and self.config.word_dropout > 0:
+            inputs = drop_words(inputs, mask, self.config.word_dropout, self.config.unk_id)
         x = self.drop(self.embedding(inputs))  # (B, T, E)
         out, state = self.rnn(x, lengths=lengths)  # out (B, T, D*H) zeros at pads; state.h (L*D, B, H)
         pooling = self.config.pooling

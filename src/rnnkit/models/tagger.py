@@ -29,7 +29,7 @@ from rnnkit.models.language_model import LossOutput
 from rnnkit.nn import CRF, Recurrent
 
 CHAR_ENCODERS = ("none", "lstm", "cnn")
-from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded
+from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded, drop_words
 
 
 @dataclass
@@ -161,8 +161,7 @@ class Tagger(nn.Module):
     def _emissions(self, inputs: Tensor, lengths: Optional[Tensor], mask: Tensor, chars: Optional[Tensor]) -> Tensor:
         inputs = inputs.masked_fill(~mask, self.config.pad_id)  # pad ids never looked up
         if self.training and self.config.word_dropout > 0:
-            drop = torch.rand(inputs.shape, device=inputs.device) < self.config.word_dropout  # (B, T)
-            inputs = inputs.masked_fill(drop & mask, self.config.unk_id)
+            inputs = drop_words(inputs, mask, self.config.word_dropout, self.config.unk_id)
         x = self.embedding(inputs)  # (B, T, E)
         if self.config.char_encoder != "none":
             x = torch.cat([x, self._encode_chars(chars, mask)], dim=2)  # (B, T, E + F)

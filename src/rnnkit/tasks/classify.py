@@ -143,7 +143,8 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
         f"vocabulary {len(vocab):,}; validation OOV rate {vocab.oov_rate(va_tok):.2%}")
     lab_id = {l: i for i, l in enumerate(labels)}
     torch.manual_seed(train.seed)
-    mcfg = ClassifierConfig(vocab_size=len(vocab), num_classes=len(labels), pad_id=vocab.pad_id, **model_opts)
+    mcfg = ClassifierConfig(vocab_size=len(vocab), num_classes=len(labels), pad_id=vocab.pad_id,
+                            unk_id=vocab.unk_id, **model_opts)
     model = Classifier(mcfg)
     config = run_config("classify", "classifier", model=mcfg, data=data, train=train, labels=labels,
                         **(extra_config or {}))
