@@ -97,6 +97,9 @@ def test_one_to_many_generates_for_a_label(names_dir, tmp_path, capsys):
     japanese = capsys.readouterr().out.strip()
     assert russian.endswith("ov") and russian != japanese
     assert "unknown label" in _err(capsys, ["generate", str(out), "--label", "Klingon"])
+    assert main(["evaluate", str(out), "--data", str(names_dir), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["sequences"] == 60 and 0 < m["loss"] < 3
 
 
 def test_hello_learns_hello(capsys):

@@ -218,7 +218,7 @@ def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optiona
     """Nats per token, perplexity and bits per token of a trained run on a text file (all of it)."""
     config, model, vocab, tok, data = _open(run)
     if config.get("labels"):
-        raise ConfigError("evaluate on labelled line data is not supported yet; evaluate a stream model")
+        return _evaluate_labelled(model, vocab, tok, data, config["labels"], data_path, encoding, batch_size)
     path = Path(data_path) if data_path else bundled_path("tinyshakespeare")
     text = read_text(path, encoding or data.encoding)
     tokens = tok.tokenize(text.lower() if data.lower and data.tokenizer == "char" else text)
@@ -232,4 +232,27 @@ def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optiona
     metrics.update({"file": str(path), "oov_rate": vocab.oov_rate([tokens]),
                     "tokens_scored": int(metrics.get("tokens", 0)),
                     "tokens_not_scored": batches.dropped_tokens + lanes})
+    return metrics
+
+
+def _evaluate_labelled(model, vocab: Vocab, tok, data: LMDataConfig, labels: list[str], data_path: Optional[str],
+                       encoding: Optional[str], batch_size: int) -> dict[str, Any]:
+    """Nats per token of a label-conditioned model on a folder of <label>.txt files (every line)."""
+    if not data_path:
+        raise ConfigError("give --data: a folder of <label>.txt files, one sequence per line")
+    cfg = LMDataConfig(**{**vars(data), "encoding": encoding or data.encoding})
+    raw = _read_labelled(Path(data_path), cfg, lambda s: None)
+    unknown = sorted(set(raw) - set(labels))
+    if unknown:
+        raise DataError(f"{data_path}: labels {unknown} are not among the model's {labels}")
+    seqs, labs = [], []
+    for label, lines in raw.items():
+        seqs += [vocab.encode(tok.tokenize(line)) for line in lines]
+        labs += [labels.index(label)] * len(lines)
+    batches = SequenceBatches(seqs, batch_size, labels=labs, shuffle=False,
+                              make_batch=lambda s, l: lm_batch(s, vocab.pad_id, vocab.bos_id, vocab.eos_id, l))
+    with torch.inference_mode():
+        metrics = evaluate_batches(model, batches)
+    metrics.update({"file": str(data_path), "sequences": len(seqs),
+                    "oov_rate": vocab.oov_rate(tok.tokenize(line) for lines in raw.values() for line in lines)})
     return metrics
