@@ -60,7 +60,8 @@ class LanguageModel(nn.Module):
         if self.label_embedding is not None:
             in_size += c.label_size
         self.rnn = Recurrent(c.cell, in_size, c.hidden_size, num_layers=c.num_layers,
-                             dropout=c.dropout, backend=c.backend, bias=c.bias)
+                             dropout=c.dropout if c.num_layers > 1 else 0.0,  # between layers only
+                             backend=c.backend, bias=c.bias)
         self.drop = nn.Dropout(c.dropout)
         self.out = nn.Linear(c.hidden_size, c.vocab_size, bias=c.bias)
         if c.tie_weights:
