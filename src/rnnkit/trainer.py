@@ -114,6 +114,7 @@ class Trainer:
         self.step, self.best, self.bad_evals = 0, None, 0
         self.history: list[dict[str, Any]] = []
         self.carry = None
+        self._bar = None
 
     # -- checkpoints ---------------------------------------------------------
     def _training_state(self) -> dict[str, Any]:
@@ -174,7 +175,11 @@ class Trainer:
         else:
             self.bad_evals += 1
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-        self.log(f"step {self.step}: valid {shown}{' (best)' if improved else ''}")
+        message = f"step {self.step}: valid {shown}{' (best)' if improved else ''}"
+        if self._bar is not None and not self._bar.disable:
+            self._bar.write(message)  # above the progress bar, not glued to it
+        else:
+            self.log(message)
         return self.config.patience is not None and self.bad_evals >= self.config.patience
 
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
@@ -190,8 +195,8 @@ class Trainer:
         eval_every = cfg.eval_every or len(self.train)
         save_every = cfg.save_every or eval_every
         batches = iter(self.train)
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
-                   dynamic_ncols=True, mininterval=0.5, unit="step")
+        bar = self._bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.progress,
+                               dynamic_ncols=True, mininterval=0.5, unit="step")
         run_loss, run_tokens, t0, window_tokens = 0.0, 0, time.perf_counter(), 0
         stop = timed_out = False
         deadline = None if cfg.max_time is None else time.monotonic() + 60 * cfg.max_time
