@@ -115,12 +115,18 @@ class Classifier(nn.Module):
         if self.training and self.config.word_dropout > 0:
             inputs = drop_words(inputs, mask, self.config.word_dropout, self.config.unk_id)
         x = self.drop(self.embedding(inputs))  # (B, T, E)
-        out, state = self.rnn(x, lengths=lengths)  # out (B, T, D*H) zeros at pads; state.h (L*D, B, H)
+        # outputs only: the fused kernel then runs once per layer and direction, pads or not
+        out, _ = self.rnn(x, lengths=lengths, need_state=False)  # (B, T, D*H), zeros at pads
         pooling = self.config.pooling
         if pooling == "last":
-            # top layer rows of (L*D, B, H): forward after the last real token, backward after the first
-            top = state.h[-self.num_directions:]  # (D, B, H)
-            return Pooled(torch.cat(top.unbind(0), dim=1), None)  # (B, D*H)
+            # the top layer's final states are outputs: forward at the last real token, backward at the first
+            B, T, _ = out.shape
+            H = self.config.hidden_size
+            last = lengths - 1 if lengths is not None else torch.full((B,), T - 1, device=out.device)  # (B,)
+            parts = [out[torch.arange(B, device=out.device), last, :H]]  # (B, H)
+            if self.num_directions == 2:
+                parts.append(out[:, 0, H:])  # (B, H)
+            return Pooled(torch.cat(parts, dim=1), None)  # (B, D*H)
         if pooling == "mean":
             if mask is None:
                 return Pooled(out.mean(1), None)  # (B, D*H)

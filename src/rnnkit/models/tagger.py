@@ -165,7 +165,7 @@ class Tagger(nn.Module):
         x = self.embedding(inputs)  # (B, T, E)
         if self.config.char_encoder != "none":
             x = torch.cat([x, self._encode_chars(chars, mask)], dim=2)  # (B, T, E + F)
-        out, _ = self.rnn(self.drop(x), lengths=lengths)  # (B, T, D*H), zeros at pads
+        out, _ = self.rnn(self.drop(x), lengths=lengths, need_state=False)  # (B, T, D*H), zeros at pads
         return self.out(self.drop(out))  # (B, T, K)
 
     def forward(self, inputs: Tensor, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,

@@ -153,13 +153,16 @@ class Recurrent(nn.Module):
     # --------------------------------------------------------------- forward
 
     def forward(
-        self, x: Tensor, lengths: Optional[Tensor] = None, state: Optional[State] = None
-    ) -> tuple[Tensor, State]:
+        self, x: Tensor, lengths: Optional[Tensor] = None, state: Optional[State] = None,
+        need_state: bool = True,
+    ) -> tuple[Tensor, Optional[State]]:
         """Run the stack.
 
         x: ``(B, T, input_size)``; lengths: ``(B,)`` ints in ``[1, T]`` or None (all T);
         state: initial ``State`` of ``(L*D, B, H)`` tensors or None (zeros).
         Returns outputs ``(B, T, D*H)`` (zeros at pads) and the final ``State`` ``(L*D, B, H)``.
+        With ``need_state=False`` the state is not computed (None is returned in its place),
+        which lets a padded batch run the fused kernel once per layer and direction.
         """
         self._check_inputs(x, lengths, state)
         B, T, _ = x.shape
@@ -168,6 +171,8 @@ class Recurrent(nn.Module):
         if state is None:
             h = x.new_zeros(self.num_layers * self.num_directions, B, self.hidden_size)  # (L*D, B, H)
             state = State(h, torch.zeros_like(h) if self.mode == "lstm" else None)
+        if self.backend == "fused" and not need_state and lengths is not None:
+            return self._forward_fused_padded(x, lengths, state), None
         strategy = "reference" if self.backend == "reference" else self._fused_strategy(x, lengths)
         if strategy == "direct":
             return self._forward_fused(x, None, state)
@@ -248,6 +253,35 @@ class Recurrent(nn.Module):
             total_length=x.size(1),
         )  # (B, T, D*H), zeros at pads
         return out, State(*hidden).index_select(packed.unsorted_indices, dim=1)
+
+    def _forward_fused_padded(self, x: Tensor, lengths: Tensor, state: State) -> Tensor:
+        """Exact outputs of a padded batch with one fused call per layer and direction.
+
+        The forward direction reads each row from its start, so pads (after the last
+        real token) never reach a real output.  The backward direction reads each row
+        reversed *within its own length*, so its pads also come after every real token.
+        The kernel computes the pads (cheap after length bucketing) but no pad ever
+        changes a real output; final states are not produced.
+        """
+        T = x.size(1)
+        fn = _FUSED[self.mode]
+        steps = torch.arange(T, device=x.device)  # (T,)
+        lens = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+        valid = steps < lens  # (B, T)
+        rev = torch.where(valid, lens - 1 - steps, steps)  # (B, T) per-row reversal within the length
+        layer_in = x
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(self.num_directions):
+                weights = [w for w in self._layer_weights(layer, direction) if w is not None]
+                seq = layer_in if direction == 0 else _reverse(layer_in, rev)
+                s0 = state.layer(layer * self.num_directions + direction).map(lambda t: t.unsqueeze(0))  # (1, B, H)
+                out = fn(seq, s0.as_torch(), weights, self.bias, 1, 0.0, self.training, False, True)[0]  # (B, T, H)
+                outs.append(out if direction == 0 else _reverse(out, rev))
+            layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, T, D*H)
+            if layer < self.num_layers - 1 and self.dropout > 0 and self.training:
+                layer_in = F.dropout(layer_in, self.dropout, training=True)
+        return layer_in.masked_fill(~valid.unsqueeze(2), 0.0)  # zeros at pads
 
     def _forward_fused_groups(self, x: Tensor, lengths: Tensor, state: State) -> tuple[Tensor, State]:
         """Uneven lengths as one exact fused run per distinct length: no pad is read or computed.
