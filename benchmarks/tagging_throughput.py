@@ -76,7 +76,7 @@ def main() -> None:
     B = args.batch_size
     sb = SequenceBatches(W, B, labels=list(range(len(W))), seed=0,
                          make_batch=lambda ws, rows: tag_batch(ws, [G[r] for r in rows], 0))
-    bucketed = [sb._build(idx) for idx in sb._epoch_order(0)]
+    bucketed = list(sb.epoch_batches())  # epoch 0's bucketed, shuffled order
     perm = torch.randperm(len(W), generator=torch.Generator().manual_seed(0)).tolist()
     shuffled = []
     for i in range(0, len(perm), B):

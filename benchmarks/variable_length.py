@@ -85,7 +85,7 @@ def main() -> None:
     bucketed = SequenceBatches(seqs, B, labels=labels, seed=0,
                                make_batch=lambda s, l: classify_batch(s, l, vocab.pad_id))
     rnnkit_batches = [(b.inputs, b.lengths, b.labels) for b in
-                      (bucketed._build(idx) for idx in bucketed._epoch_order(0))]
+                      bucketed.epoch_batches()]
     perm = torch.randperm(len(seqs), generator=torch.Generator().manual_seed(0)).tolist()
     shuffled = []
     for i in range(0, len(perm), B):

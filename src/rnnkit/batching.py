@@ -119,15 +119,20 @@ def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, T
     return out, lengths
 
 
+def _padded(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    """``(ids (B, T), lengths (B,) or None when no row is padded, mask (B, T) of real positions)``."""
+    ids, lengths = pad_sequences(seqs, pad_id)
+    mask = torch.arange(ids.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+    return ids, (lengths if bool((lengths != ids.shape[1]).any()) else None), mask
+
+
 def lm_batch(seqs: Sequence[Sequence[int]], pad_id: int, bos_id: int, eos_id: int,
              labels: Optional[Sequence[int]] = None) -> Batch:
     """A language-model batch from whole sequences: ``<bos> x`` predicts ``x <eos>``."""
-    inputs, lengths = pad_sequences([[bos_id, *s] for s in seqs], pad_id)
+    inputs, lengths, mask = _padded([[bos_id, *s] for s in seqs], pad_id)
     targets, _ = pad_sequences([[*s, eos_id] for s in seqs], pad_id)
-    steps = torch.arange(inputs.shape[1])
-    mask = steps.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
     lab = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
-    return Batch(inputs, targets, lengths if bool((lengths != inputs.shape[1]).any()) else None, mask, lab)
+    return Batch(inputs, targets, lengths, mask, lab)
 
 
 class SequenceBatches:
@@ -200,10 +205,9 @@ class SequenceBatches:
 def classify_batch(seqs: Sequence[Sequence[int]], labels: Optional[Sequence[int]], pad_id: int) -> Batch:
     """A many-to-one batch: ``inputs (B, T)`` padded ids, ``lengths``, ``mask`` of real tokens,
     ``labels (B,)`` (``targets`` holds the labels too; -1 when unlabelled, for prediction)."""
-    inputs, lengths = pad_sequences(seqs, pad_id)
-    mask = torch.arange(inputs.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+    inputs, lengths, mask = _padded(seqs, pad_id)
     lab = torch.as_tensor(labels if labels is not None else [-1] * len(seqs), dtype=torch.long)
-    batch = Batch(inputs, lab, lengths if bool((lengths != inputs.shape[1]).any()) else None, mask, lab)
+    batch = Batch(inputs, lab, lengths, mask, lab)
     batch.num_tokens = len(seqs)  # the loss is a mean over sequences
     return batch
 
@@ -212,8 +216,7 @@ def tag_batch(words: Sequence[Sequence[int]], tags: Optional[Sequence[Sequence[i
               chars: Optional[Sequence[Sequence[Sequence[int]]]] = None, char_pad_id: int = 0) -> Batch:
     """A many-to-many (aligned) batch: ``inputs (B, T)`` word ids, ``targets (B, T)`` tag ids
     (0 at pads, excluded by ``mask``; all 0 when ``tags`` is None), ``chars (B, T, W)``."""
-    inputs, lengths = pad_sequences(words, pad_id)
-    mask = torch.arange(inputs.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+    inputs, lengths, mask = _padded(words, pad_id)
     targets = pad_sequences(tags, 0)[0] if tags is not None else torch.zeros_like(inputs)
     char_t = None
     if chars is not None:
@@ -222,5 +225,4 @@ def tag_batch(words: Sequence[Sequence[int]], tags: Optional[Sequence[Sequence[i
         for b, sent in enumerate(chars):
             for t, w in enumerate(sent):
                 char_t[b, t, : len(w)] = torch.as_tensor(w, dtype=torch.long)
-    return Batch(inputs, targets, lengths if bool((lengths != inputs.shape[1]).any()) else None, mask,
-                 None, char_t)
+    return Batch(inputs, targets, lengths, mask, None, char_t)

@@ -165,7 +165,8 @@ class Trainer:
         with torch.inference_mode():
             metrics = self.evaluate_fn(self.model)
         self.model.train(was_training)
-        row.update({f"valid_{k}": v for k, v in metrics.items()})
+        # numbers go to metrics.csv; tables (per class, per type, confusion) are the task's to report
+        row.update({f"valid_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
         value = metrics[self.metric]
         improved = self.best is None or (value > self.best if self.maximize else value < self.best)
         if improved:

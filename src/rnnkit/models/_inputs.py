@@ -53,3 +53,14 @@ def drop_words(inputs: Tensor, mask: Optional[Tensor], p: float, unk_id: int) ->
     if mask is not None:
         drop &= mask
     return inputs.masked_fill(drop, unk_id)
+
+
+def check_word_model(c) -> None:
+    """Checks shared by the padded-batch word models' configs (classifier, tagger)."""
+    if c.vocab_size < 1 or c.embedding_size < 1 or c.hidden_size < 1 or c.num_layers < 1:
+        raise ValueError("vocab_size, embedding_size, hidden_size and num_layers must be >= 1; got "
+                         f"{c.vocab_size}, {c.embedding_size}, {c.hidden_size}, {c.num_layers}")
+    if isinstance(c.dropout, bool) or not 0.0 <= c.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1); got {c.dropout!r}")
+    if not 0 <= c.pad_id < c.vocab_size:
+        raise ValueError(f"pad_id must be a token id in [0, vocab_size={c.vocab_size}); got {c.pad_id}")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.models.language_model import LossOutput
-from rnnkit.models._inputs import check_padded, drop_words
+from rnnkit.models._inputs import check_padded, check_word_model, drop_words
 from rnnkit.nn import Recurrent
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -64,19 +64,13 @@ class Classifier(nn.Module):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         c = self.config = config
-        if c.vocab_size < 1 or c.embedding_size < 1 or c.hidden_size < 1 or c.num_layers < 1:
-            raise ValueError("vocab_size, embedding_size, hidden_size and num_layers must be >= 1; got "
-                             f"{c.vocab_size}, {c.embedding_size}, {c.hidden_size}, {c.num_layers}")
+        check_word_model(c)
         if c.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; got {c.num_classes}")
         if c.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}; got {c.pooling!r}")
         if c.mlp_hidden < 0:
             raise ValueError(f"mlp_hidden must be >= 0 (0: linear output layer); got {c.mlp_hidden}")
-        if isinstance(c.dropout, bool) or not 0.0 <= c.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {c.dropout!r}")
-        if not 0 <= c.pad_id < c.vocab_size:
-            raise ValueError(f"pad_id must be a token id in [0, vocab_size={c.vocab_size}); got {c.pad_id}")
 
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=c.pad_id)
         self.embedding.weight.requires_grad_(not c.freeze_embeddings)

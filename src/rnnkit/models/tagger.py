@@ -29,7 +29,7 @@ from rnnkit.models.language_model import LossOutput
 from rnnkit.nn import CRF, Recurrent
 
 CHAR_ENCODERS = ("none", "lstm", "cnn")
-from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded, drop_words
+from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded, check_word_model, drop_words
 
 
 @dataclass
@@ -67,9 +67,7 @@ class Tagger(nn.Module):
     def __init__(self, config: TaggerConfig) -> None:
         super().__init__()
         c = self.config = config
-        if c.vocab_size < 1 or c.embedding_size < 1 or c.hidden_size < 1 or c.num_layers < 1:
-            raise ValueError("vocab_size, embedding_size, hidden_size and num_layers must be >= 1; got "
-                             f"{c.vocab_size}, {c.embedding_size}, {c.hidden_size}, {c.num_layers}")
+        check_word_model(c)
         if c.num_tags < 1:
             raise ValueError(f"num_tags must be >= 1; got {c.num_tags}")
         if c.char_encoder not in CHAR_ENCODERS:
@@ -82,10 +80,6 @@ class Tagger(nn.Module):
             if not 0 <= c.char_pad_id < c.char_vocab_size:
                 raise ValueError(f"char_pad_id must lie in [0, char_vocab_size={c.char_vocab_size}); "
                                  f"got {c.char_pad_id}")
-        if isinstance(c.dropout, bool) or not 0.0 <= c.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {c.dropout!r}")
-        if not 0 <= c.pad_id < c.vocab_size:
-            raise ValueError(f"pad_id must be a token id in [0, vocab_size={c.vocab_size}); got {c.pad_id}")
 
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=c.pad_id)
         char_size = 0  # per-token size of the character encoding

@@ -22,7 +22,7 @@ from rnnkit.data import Example, read_classification, stratified_kfold, stratifi
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import ClassificationMetrics
 from rnnkit.models import Classifier, ClassifierConfig
-from rnnkit.tasks.runs import open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import load_pretrained, open_run, prepare_run_dir, run_config
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -113,11 +113,6 @@ def evaluate_model(model, batches: SequenceBatches, num_classes: int, labels: Se
     return out
 
 
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numbers the trainer logs per evaluation (per-class tables go to report.json)."""
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
 def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: TrainConfig,
                tr: list[Example], va: list[Example], te: list[Example], *, resume: bool, overwrite: bool,
                progress: bool, log, extra_config: Optional[dict] = None) -> dict[str, Any]:
@@ -153,13 +148,7 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
         vocab.save(out / "vocab.json")
         ckpt.save_json(out / "tokenizer.json", tokenizer.to_config())
     if data.embeddings and not resume:
-        from rnnkit.embeddings import load_vectors
-
-        matrix, found = load_vectors(data.embeddings, vocab.tokens,
-                                     generator=torch.Generator().manual_seed(train.seed))
-        model.load_pretrained_embeddings(matrix)
-        log(f"{data.embeddings}: vectors for {found:,} of {len(vocab):,} vocabulary entries "
-            f"({found / len(vocab):.1%})")
+        load_pretrained(model, data.embeddings, vocab.tokens, train.seed, log)
     log(f"model: {mcfg.num_layers}-layer {'bi' if mcfg.bidirectional else 'uni'}directional "
         f"{mcfg.cell.upper()}, hidden {mcfg.hidden_size}, {mcfg.pooling} pooling, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters")
@@ -167,7 +156,7 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
                        train.batch_size, train.seed, True)
     valid_b = _batches(enc(ex.text for ex in va), [lab_id[ex.label] for ex in va], vocab.pad_id,
                        256, 0, False) if va else None
-    evaluate = (lambda m: _scalars(evaluate_model(m, valid_b, len(labels), labels))) if valid_b else None
+    evaluate = (lambda m: evaluate_model(m, valid_b, len(labels), labels)) if valid_b else None
     trainer = Trainer(model, train, train_b, evaluate=evaluate, run_dir=out, metric="accuracy", maximize=True,
                       progress=progress, log=log)
     t0 = time.perf_counter()

@@ -95,3 +95,14 @@ def open_run(run_dir: str | Path, vocab_names: tuple[str, ...] = ("vocab",)):
         except Exception as e:  # DataError from Vocab.load names the file
             raise CheckpointError(str(e)) from None
     return config, model, vocabs
+
+
+def load_pretrained(model, path: str, tokens: list[str], seed: int, log) -> None:
+    """Copy GloVe/word2vec vectors for ``tokens`` into ``model``'s embedding and report the coverage."""
+    import torch
+
+    from rnnkit.embeddings import load_vectors
+
+    matrix, found = load_vectors(path, tokens, generator=torch.Generator().manual_seed(seed))
+    model.load_pretrained_embeddings(matrix)
+    log(f"{path}: vectors for {found:,} of {len(tokens):,} vocabulary entries ({found / len(tokens):.1%})")

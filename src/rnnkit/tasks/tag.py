@@ -20,7 +20,7 @@ from rnnkit.data import Sentence, read_conll, read_conllu, read_tokens, write_co
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import Accuracy, EntityF1
 from rnnkit.models import Tagger, TaggerConfig
-from rnnkit.tasks.runs import open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import load_pretrained, open_run, prepare_run_dir, run_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
 
@@ -124,10 +124,6 @@ def evaluate_model(model, batches: SequenceBatches, enc: Encoder, entity: bool) 
     return metrics, preds_all
 
 
-def _scalars(m: dict[str, Any]) -> dict[str, float]:
-    return {k: v for k, v in m.items() if isinstance(v, float)}
-
-
 def _predict_sentences(model, enc: Encoder, sents: Sequence[Sentence], batch_size: int = 64) -> list[list[str]]:
     """Predicted tags per sentence, in input order."""
     order = sorted(range(len(sents)), key=lambda i: len(sents[i].tokens))
@@ -185,18 +181,13 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
         for name, v in (("vocab", words), ("chars", chars), ("tags", tags)):
             v.save(out / f"{name}.json")
     if data.embeddings and not resume:
-        from rnnkit.embeddings import load_vectors
-
-        matrix, found = load_vectors(data.embeddings, words.tokens,
-                                     generator=torch.Generator().manual_seed(train.seed))
-        model.load_pretrained_embeddings(matrix)
-        log(f"{data.embeddings}: vectors for {found:,} of {len(words):,} words ({found / len(words):.1%})")
+        load_pretrained(model, data.embeddings, words.tokens, train.seed, log)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {mcfg.num_layers}-layer {'bi' if mcfg.bidirectional else 'uni'}directional {mcfg.cell.upper()}, "
         f"hidden {mcfg.hidden_size}, char encoder {mcfg.char_encoder}, {'CRF' if mcfg.crf else 'softmax'}, "
         f"{n_params:,} parameters")
     valid_b = enc.batches(va, 256) if va else None
-    evaluate = (lambda m: _scalars(evaluate_model(m, valid_b, enc, entity)[0])) if valid_b else None
+    evaluate = (lambda m: evaluate_model(m, valid_b, enc, entity)[0]) if valid_b else None
     trainer = Trainer(model, train, enc.batches(tr, train.batch_size, train.seed, shuffle=True), evaluate=evaluate,
                       run_dir=out, metric="f1" if entity else "accuracy", maximize=True, progress=progress, log=log)
     t0 = time.perf_counter()
