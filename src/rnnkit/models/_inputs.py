@@ -64,3 +64,15 @@ def check_word_model(c) -> None:
         raise ValueError(f"dropout must be in [0, 1); got {c.dropout!r}")
     if not 0 <= c.pad_id < c.vocab_size:
         raise ValueError(f"pad_id must be a token id in [0, vocab_size={c.vocab_size}); got {c.pad_id}")
+
+
+def copy_embeddings(embedding: torch.nn.Embedding, matrix: Tensor) -> None:
+    """Copy pretrained vectors ``(num_embeddings, embedding_dim)`` into ``embedding``, shape- and value-checked."""
+    want = (embedding.num_embeddings, embedding.embedding_dim)
+    if not isinstance(matrix, Tensor) or matrix.dim() != 2 or tuple(matrix.shape) != want:
+        shape = tuple(matrix.shape) if isinstance(matrix, Tensor) else type(matrix).__name__
+        raise ValueError(f"pretrained embeddings must be a (vocab_size, embedding_size) = {want} tensor; got {shape}")
+    if not matrix.is_floating_point() or not bool(torch.isfinite(matrix).all()):
+        raise ValueError("pretrained embeddings must be finite floating-point values")
+    with torch.no_grad():
+        embedding.weight.copy_(matrix)

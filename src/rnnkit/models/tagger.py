@@ -29,7 +29,7 @@ from rnnkit.models.language_model import LossOutput
 from rnnkit.nn import CRF, Recurrent
 
 CHAR_ENCODERS = ("none", "lstm", "cnn")
-from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded, check_word_model, drop_words
+from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded, check_word_model, copy_embeddings, drop_words
 
 
 @dataclass
@@ -210,12 +210,4 @@ class Tagger(nn.Module):
 
         The pad row is copied too; it never reaches a prediction, since pad tokens are masked.
         """
-        want = (self.config.vocab_size, self.config.embedding_size)
-        if not isinstance(matrix, Tensor) or matrix.dim() != 2 or tuple(matrix.shape) != want:
-            shape = tuple(matrix.shape) if isinstance(matrix, Tensor) else type(matrix).__name__
-            raise ValueError(f"pretrained embeddings must be a (vocab_size, embedding_size) = {want} tensor; "
-                             f"got {shape}")
-        if not matrix.is_floating_point() or not bool(torch.isfinite(matrix).all()):
-            raise ValueError("pretrained embeddings must be finite floating-point values")
-        with torch.no_grad():
-            self.embedding.weight.copy_(matrix)
+        copy_embeddings(self.embedding, matrix)
