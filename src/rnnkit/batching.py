@@ -35,6 +35,7 @@ class Batch:
     mask: Optional[Tensor] = None
     labels: Optional[Tensor] = None
     chars: Optional[Tensor] = None      # (B, T, W) character ids of each token (taggers), 0-padded
+    decoder_inputs: Optional[Tensor] = None  # (B, T) seq2seq: <bos> y, while targets hold y <eos>
     num_tokens: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,7 +46,7 @@ class Batch:
         def move(t: Optional[Tensor]) -> Optional[Tensor]:
             return None if t is None else t.to(device, non_blocking=True)
         moved = Batch(move(self.inputs), move(self.targets), self.lengths, move(self.mask), move(self.labels),
-                      move(self.chars))
+                      move(self.chars), move(self.decoder_inputs))
         moved.num_tokens = self.num_tokens
         return moved
 
@@ -226,3 +227,15 @@ def tag_batch(words: Sequence[Sequence[int]], tags: Optional[Sequence[Sequence[i
             for t, w in enumerate(sent):
                 char_t[b, t, : len(w)] = torch.as_tensor(w, dtype=torch.long)
     return Batch(inputs, targets, lengths, mask, None, char_t)
+
+
+def seq2seq_batch(src: Sequence[Sequence[int]], tgt: Optional[Sequence[Sequence[int]]], src_pad_id: int,
+                  tgt_pad_id: int, bos_id: int, eos_id: int) -> Batch:
+    """An encoder-decoder batch: ``inputs (B, S)`` source ids with ``lengths``; ``decoder_inputs``
+    ``<bos> y`` and ``targets`` ``y <eos>`` ``(B, T)`` with ``mask`` on real target positions
+    (a one-column ``<bos>``/``<eos>`` target when ``tgt`` is None, for decoding)."""
+    inputs, lengths, _ = _padded(src, src_pad_id)
+    tgt = tgt if tgt is not None else [[] for _ in src]
+    dec_in, _, mask = _padded([[bos_id, *y] for y in tgt], tgt_pad_id)
+    targets, _ = pad_sequences([[*y, eos_id] for y in tgt], tgt_pad_id)
+    return Batch(inputs, targets, lengths, mask, decoder_inputs=dec_in)

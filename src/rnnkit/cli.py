@@ -37,6 +37,20 @@ TAG_FIELDS = {
     "char_embedding_size": ("model", "char_embedding_size"), "char_hidden": ("model", "char_hidden_size"),
     "backend": ("model", "backend"),
 }
+SEQ2SEQ_FIELDS = {
+    **{k: ("data", k) for k in (
+        "train", "valid", "test", "train_src", "train_tgt", "valid_src", "valid_tgt", "test_src", "test_tgt",
+        "format", "split", "split_seed", "encoding", "tokenizer", "src_tokenizer", "tgt_tokenizer", "lower",
+        "bpe_vocab_size", "shared_vocab", "min_freq", "max_src_len", "max_tgt_len", "beam", "length_penalty",
+        "max_len_ratio", "max_len_extra")},
+    "cell": ("model", "cell"), "embedding_size": ("model", "embedding_size"), "hidden": ("model", "hidden_size"),
+    "layers": ("model", "num_layers"), "bidirectional": ("model", "bidirectional"),
+    "dropout": ("model", "dropout"), "attention": ("model", "attention"), "score": ("model", "score"),
+    "input_feeding": ("model", "input_feeding"), "bridge": ("model", "bridge"),
+    "teacher_forcing": ("model", "teacher_forcing"), "label_smoothing": ("model", "label_smoothing"),
+    "tie_embeddings": ("model", "tie_embeddings"), "share_embeddings": ("model", "share_embeddings"),
+    "backend": ("model", "backend"),
+}
 TRAIN_FIELDS = {k: ("train", k) for k in (
     "max_steps", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "clip_norm", "schedule",
     "warmup_steps", "min_lr_ratio", "eval_every", "save_every", "patience", "seed", "max_time")}
@@ -172,6 +186,72 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", choices=["fused", "reference"], help="[fused]")
     _add_train_options(tg)
 
+    s2 = tsub.add_parser("seq2seq", help="encoder-decoder: translation, chat, spelling -> phonemes",
+                         description="Train an encoder-decoder on parallel text (two line-aligned files or one "
+                                     "TSV) or on CMUdict (--format cmudict), with or without attention.")
+    g = s2.add_argument_group("data")
+    g.add_argument("--train-src", help="training source file (one sentence per line)")
+    g.add_argument("--train-tgt", help="training target file, line-aligned with --train-src")
+    g.add_argument("--valid-src", help="validation source file (early stopping on BLEU / WER)")
+    g.add_argument("--valid-tgt")
+    g.add_argument("--test-src", help="test source file, decoded once with the best weights and --beam")
+    g.add_argument("--test-tgt")
+    g.add_argument("--train", help="instead: a TSV file (source<TAB>target), or the cmudict.dict file")
+    g.add_argument("--valid", help="TSV validation file")
+    g.add_argument("--test", help="TSV test file")
+    g.add_argument("--format", choices=["auto", "parallel", "tsv", "cmudict"], help="[auto]")
+    g.add_argument("--split", help="cmudict: train,valid,test fractions of the distinct words [0.9,0.05,0.05]")
+    g.add_argument("--split-seed", type=int, help="cmudict: seed of the split [0]")
+    g.add_argument("--encoding", help="[utf-8]")
+    g.add_argument("--tokenizer", choices=["char", "word", "bpe"], help="both sides [word; cmudict: char -> phones]")
+    g.add_argument("--src-tokenizer", choices=["char", "word", "bpe"], help="source side only")
+    g.add_argument("--tgt-tokenizer", choices=["char", "word", "bpe"], help="target side only")
+    g.add_argument("--lower", action="store_const", const=True, help="lower-case both sides")
+    g.add_argument("--bpe-vocab-size", type=int, help="BPE merges per side (or shared) [8000]")
+    g.add_argument("--shared-vocab", action="store_const", const=True, help="one vocabulary for both sides")
+    g.add_argument("--min-freq", type=int, help="rarer training tokens become <unk> [1]")
+    g.add_argument("--max-src-len", type=int, help="drop training pairs with longer sources (reported)")
+    g.add_argument("--max-tgt-len", type=int, help="drop training pairs with longer targets (reported)")
+    g = s2.add_argument_group("decoding (test set, translate, evaluate)")
+    g.add_argument("--beam", type=int, help="beam size; 1 is greedy [5]")
+    g.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha; 0 for raw log-prob [1.0]")
+    g.add_argument("--max-len-ratio", type=float, help="output limit: ratio x source length + extra [2.0]")
+    g.add_argument("--max-len-extra", type=int, help="[10]")
+    g = s2.add_argument_group("model")
+    g.add_argument("--cell", choices=["rnn", "lstm", "gru"], help="encoder and decoder cell [lstm]")
+    g.add_argument("--embedding-size", type=int, help="[256]")
+    g.add_argument("--hidden", type=int, help="decoder size = encoder output size (split over directions) [512]")
+    g.add_argument("--layers", type=int, help="encoder and decoder layers [1]")
+    g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, help="bidirectional encoder [yes]")
+    g.add_argument("--dropout", type=float, help="[0.2]")
+    g.add_argument("--attention", choices=["none", "bahdanau", "luong"], help="[luong]")
+    g.add_argument("--score", choices=["dot", "general"], help="luong score [general]")
+    g.add_argument("--input-feeding", action=argparse.BooleanOptionalAction,
+                   help="luong: feed the last attentional vector into the next step (step loop) [no]")
+    g.add_argument("--bridge", choices=["copy", "linear", "zero"], help="decoder start from encoder states [copy]")
+    g.add_argument("--teacher-forcing", type=float, help="probability of feeding the gold token in training [1.0]")
+    g.add_argument("--label-smoothing", type=float, help="training loss label smoothing [0]")
+    g.add_argument("--tie-embeddings", action="store_const", const=True, help="output layer = target embedding")
+    g.add_argument("--share-embeddings", action="store_const", const=True,
+                   help="one embedding for both sides (with --shared-vocab)")
+    g.add_argument("--backend", choices=["fused", "reference"], help="[fused]")
+    _add_train_options(s2)
+
+    tl = sub.add_parser("translate", help="translate text with a trained seq2seq run",
+                        description="One source sentence per line in (a FILE or stdin), its translation out.")
+    tl.add_argument("run", type=Path, help="run folder")
+    tl.add_argument("file", nargs="?", help="input file [stdin]")
+    _add_decoding_options(tl)
+    tl.add_argument("--n-best", type=int, default=1, help="print the N best hypotheses with scores [1]")
+    tl.add_argument("--plot-attention", type=Path, metavar="DIR", help="write one attention heatmap PNG per sentence")
+    tl.add_argument("--json", action="store_true", help="one JSON object per line")
+    tl.add_argument("--encoding", default="utf-8", help="input encoding [utf-8]")
+
+    ch = sub.add_parser("chat", help="talk to a trained seq2seq run: read a line, answer, repeat",
+                        description="Reads lines from stdin until end of input and answers each one.")
+    ch.add_argument("run", type=Path, help="run folder")
+    _add_decoding_options(ch)
+
     pr = sub.add_parser("predict", help="label texts (classifier) or tag sentences (tagger)",
                         description="Classifier: one text per line in, label and class probabilities out. "
                                     "Tagger: one whitespace-tokenised sentence per line in, token<TAB>tag per "
@@ -202,8 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run", type=Path, help="run folder")
     ev.add_argument("--data", help="data file [language models: bundled Tiny Shakespeare]")
     ev.add_argument("--encoding", help="text encoding [the run's]")
+    ev.add_argument("--src", help="seq2seq: source file, line-aligned with --tgt")
+    ev.add_argument("--tgt", help="seq2seq: reference file")
+    ev.add_argument("--beam", type=int, help="seq2seq: beam size [the run's]")
     ev.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
     return p
+
+
+def _add_decoding_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, help="beam size; 1 is greedy [the run's, 5]")
+    p.add_argument("--length-penalty", type=float, help="GNMT length penalty alpha [the run's, 1.0]")
+    p.add_argument("--sample", action="store_true", help="sample instead of searching")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature [1.0]")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="nucleus sampling threshold in (0, 1]")
+    p.add_argument("--seed", type=int, help="random seed for sampling")
 
 
 def _column(value: str):
@@ -255,46 +348,81 @@ def _given(args: argparse.Namespace, fields: dict[str, tuple[str, str]], default
     saved = ckpt.load_json(args.out / ckpt.CONFIG) if args.resume and (args.out / ckpt.CONFIG).is_file() else {}
     if saved:  # options not given now come from the run being resumed
         derived = {"vocab_size", "num_labels", "num_classes", "pad_id", "unk_id", "num_tags", "char_vocab_size",
-                   "char_pad_id"}
+                   "char_pad_id", "src_vocab_size", "tgt_vocab_size", "src_pad_id", "tgt_pad_id", "tgt_bos_id",
+                   "tgt_eos_id"}
         given = {s: {**{k: v for k, v in saved[s].items() if k not in derived}, **given[s]} for s in given}
     elif not given["train"].get("max_steps") and not given["train"].get("epochs"):
         given["train"]["epochs"] = default_epochs
     return given
 
 
-def _train_lm(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.lm import LMDataConfig, train_lm
+# train TASK -> (task module, its data config class, its train function, its flag table, default epochs)
+TRAIN_TASKS = {
+    "lm": ("rnnkit.tasks.lm", "LMDataConfig", "train_lm", LM_FIELDS, 1.0),
+    "classify": ("rnnkit.tasks.classify", "ClassifyDataConfig", "train_classify", CLASSIFY_FIELDS, 10.0),
+    "tag": ("rnnkit.tasks.tag", "TagDataConfig", "train_tag", TAG_FIELDS, 10.0),
+    "seq2seq": ("rnnkit.tasks.seq2seq", "Seq2SeqDataConfig", "train_seq2seq", SEQ2SEQ_FIELDS, 10.0),
+}
+
+
+def _train(args: argparse.Namespace) -> int:
+    import importlib
+
     from rnnkit.tasks.runs import resolve
     from rnnkit.trainer import TrainConfig
 
-    given = _given(args, LM_FIELDS, 1.0)
-    train_lm(args.out, given["model"], resolve(LMDataConfig, given["data"]), resolve(TrainConfig, given["train"]),
-             resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
-             sample_length=args.sample_length)
+    module_name, data_cls, fn_name, fields, default_epochs = TRAIN_TASKS[args.task]
+    module = importlib.import_module(module_name)
+    given = _given(args, fields, default_epochs)
+    extra = {"sample_length": args.sample_length} if args.task == "lm" else {}
+    getattr(module, fn_name)(args.out, given["model"], resolve(getattr(module, data_cls), given["data"]),
+                             resolve(TrainConfig, given["train"]), resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.no_progress, **extra)
     return 0
 
 
-def _train_classify(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.classify import ClassifyDataConfig, train_classify
-    from rnnkit.tasks.runs import resolve
-    from rnnkit.trainer import TrainConfig
+def _decode_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(beam=args.beam, length_penalty=args.length_penalty, sample=args.sample,
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
 
-    given = _given(args, CLASSIFY_FIELDS, 10.0)
-    train_classify(args.out, given["model"], resolve(ClassifyDataConfig, given["data"]),
-                   resolve(TrainConfig, given["train"]),
-                   resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+
+def _translate(args: argparse.Namespace) -> int:
+    from rnnkit.data import read_text
+    from rnnkit.tasks.seq2seq import Translator, plot_attention
+
+    t = Translator(args.run)
+    text = read_text(args.file, args.encoding) if args.file else sys.stdin.read()
+    lines = text.splitlines()
+    results = t.translate(lines, n_best=args.n_best, **_decode_kwargs(args))
+    for line, hyps in zip(lines, results):
+        if args.json:
+            print(json.dumps({"source": line, "translation": hyps[0][0],
+                              "n_best": [{"text": h, "score": round(sc, 4)} for h, sc in hyps]}, ensure_ascii=False))
+        elif args.n_best > 1:
+            print("\n".join(f"{sc:.4f}\t{h}" for h, sc in hyps) + "\n")
+        else:
+            print(hyps[0][0])
+    if args.plot_attention:
+        paths = plot_attention(t, lines, [h[0][0] for h in results], args.plot_attention)
+        print(f"{len(paths)} attention heatmaps in {args.plot_attention}", file=sys.stderr)
     return 0
 
 
-def _train_tag(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.runs import resolve
-    from rnnkit.tasks.tag import TagDataConfig, train_tag
-    from rnnkit.trainer import TrainConfig
+def _chat(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.seq2seq import Translator
 
-    given = _given(args, TAG_FIELDS, 10.0)
-    train_tag(args.out, given["model"], resolve(TagDataConfig, given["data"]), resolve(TrainConfig, given["train"]),
-              resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
-    return 0
+    t = Translator(args.run)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        print(t.translate([line], **_decode_kwargs(args))[0][0][0], flush=True)
 
 
 def _task_of(run: Path) -> str:
@@ -348,7 +476,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     task = _task_of(args.run)
-    if task in ("classify", "tag"):
+    if task == "seq2seq":
+        from rnnkit.tasks.seq2seq import evaluate as s2s_evaluate
+
+        metrics = s2s_evaluate(args.run, args.src, args.tgt, args.data, args.beam, args.encoding)
+    elif task in ("classify", "tag"):
         if not args.data:
             raise ConfigError("give --data: a labelled file to evaluate on")
         if task == "classify":
@@ -379,10 +511,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, "threads", None):
         import torch
         torch.set_num_threads(args.threads)
-    handlers = {"hello": _hello, "generate": _generate, "evaluate": _evaluate, "predict": _predict}
+    handlers = {"hello": _hello, "generate": _generate, "evaluate": _evaluate, "predict": _predict,
+                "translate": _translate, "chat": _chat}
     try:
         if args.command == "train":
-            return {"lm": _train_lm, "classify": _train_classify, "tag": _train_tag}[args.task](args)
+            return _train(args)
         return handlers[args.command](args)
     except RnnkitError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)

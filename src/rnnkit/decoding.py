@@ -11,6 +11,15 @@ A search that reorders or replicates rows (batched beam search: ``B = batch *
 beams``) needs one more thing: ``state.index_select(index)`` picks batch rows,
 as ``rnnkit.nn.state.State`` does.  Many samples at once are simply many rows.
 
+What it offers:
+
+* ``filter_logits``, ``sample``, ``greedy``: pick the next id from ``(B, V)`` logits;
+* ``generate``: continue a prime by sampling (or argmax), e.g. a language model;
+* ``greedy_search``: argmax decoding from a start token to eos / a per-row length
+  limit, e.g. a seq2seq model;
+* ``beam_search``: batched beam search with a GNMT length penalty and n-best
+  lists (``Hypothesis``).
+
 Everything here works on whole batches with tensor ops; the only Python loop
 is over time steps.
 """
@@ -18,7 +27,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Optional, Protocol, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Protocol, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -27,6 +36,7 @@ from rnnkit.errors import ConfigError
 
 __all__ = [
     "DecoderState", "Step", "validate_sampling", "filter_logits", "sample", "greedy", "generate",
+    "Hypothesis", "greedy_search", "beam_search",
 ]
 
 # Cumulative probabilities are float32 sums; a token whose preceding mass
@@ -180,3 +190,175 @@ def generate(
         if tokens.shape[1] < length:  # stopped early: every row is finished
             tokens = torch.cat([tokens, tokens.new_full((B, length - tokens.shape[1]), eos_id)], dim=1)
     return tokens.clone()  # a normal tensor, not an inference one: callers may edit it in place
+
+
+# ---- search from a start token to eos (seq2seq) --------------------------------------------------
+
+class Hypothesis(NamedTuple):
+    """One finished output of ``beam_search``."""
+
+    tokens: List[int]  # output ids, without bos and eos
+    score: float  # what hypotheses are ranked by: log_prob / lp(len(tokens) + 1)
+    log_prob: float  # summed log-probability of tokens + eos
+
+
+def _check_start(bos: Tensor, eos_id: int, max_len: Union[int, Tensor], fn: str) -> Tensor:
+    """Validate the common arguments; return ``max_len`` as a ``(B,)`` long tensor on ``bos.device``."""
+    if not isinstance(bos, Tensor) or bos.dim() != 1 or bos.dtype.is_floating_point \
+            or bos.dtype == torch.bool:
+        raise ValueError(f"{fn}: expected bos as a (B,) tensor of integer ids, got "
+                         f"{tuple(bos.shape) if isinstance(bos, Tensor) else type(bos).__name__}")
+    if isinstance(eos_id, bool) or not isinstance(eos_id, numbers.Integral) or eos_id < 0:
+        raise ConfigError(f"eos_id must be an integer >= 0, got {eos_id!r}")
+    B = bos.shape[0]
+    if isinstance(max_len, Tensor):
+        if max_len.shape != (B,) or max_len.dtype.is_floating_point or max_len.dtype == torch.bool:
+            raise ConfigError(f"max_len must be an int or a (B,) = ({B},) integer tensor, "
+                              f"got a tensor of shape {tuple(max_len.shape)} and dtype {max_len.dtype}")
+        if B and int(max_len.min()) < 0:
+            raise ConfigError(f"max_len must be >= 0, got {max_len.tolist()}")
+        return max_len.to(device=bos.device, dtype=torch.long)
+    if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or max_len < 0:
+        raise ConfigError(f"max_len must be an integer >= 0 or a (B,) integer tensor, got {max_len!r}")
+    return torch.full((B,), int(max_len), dtype=torch.long, device=bos.device)
+
+
+def _next_logits(step: Step, tokens: Tensor, state: Any, eos_id: int, fn: str) -> Tuple[Tensor, Any]:
+    """One step on ``(N,)`` tokens: ``(N, V)`` logits of the next token and the new state."""
+    logits, state = step(tokens.unsqueeze(1), state)  # (N, 1, V)
+    if logits.dim() != 3 or tuple(logits.shape[:2]) != (tokens.shape[0], 1):
+        raise ValueError(f"{fn}: step must return logits of shape (N, 1, V) with N = {tokens.shape[0]}, "
+                         f"got {tuple(logits.shape)}")
+    if eos_id >= logits.shape[-1]:
+        raise ConfigError(f"eos_id {eos_id} is outside the model's vocabulary of {logits.shape[-1]} ids")
+    return logits[:, -1], state
+
+
+def greedy_search(
+    step: Step, state: Any, bos: Tensor, eos_id: int, max_len: Union[int, Tensor] = 100,
+) -> List[List[int]]:
+    """The argmax output of each row, without bos and eos.
+
+    ``bos`` is ``(B,)`` long, the first decoder input of each row; ``state`` the
+    model's state for those B rows.  A row stops at eos or after ``max_len``
+    tokens (an int, or a ``(B,)`` long tensor of per-row limits); finished rows
+    keep feeding eos until every row is finished (one ``step`` call per time
+    step for the whole batch).
+    """
+    max_len = _check_start(bos, eos_id, max_len, "greedy_search")  # (B,)
+    B = bos.shape[0]
+    out = []
+    with torch.inference_mode():
+        finished = max_len == 0  # (B,)
+        token = bos.long()  # (B,)
+        for t in range(int(max_len.max()) if B else 0):
+            if bool(finished.all()):
+                break
+            logits, state = _next_logits(step, token, state, eos_id, "greedy_search")  # (B, V)
+            token = greedy(logits).masked_fill(finished, eos_id)  # (B,): finished rows feed eos
+            out.append(token)
+            finished = finished | (token == eos_id) | (max_len <= t + 1)
+        tokens = torch.stack(out, dim=1) if out else bos.new_empty((B, 0), dtype=torch.long)  # (B, T)
+        is_eos = torch.cat([tokens == eos_id, tokens.new_ones((B, 1), dtype=torch.bool)], dim=1)
+        lengths = is_eos.int().argmax(dim=1)  # (B,): tokens before the first eos (or the row's limit)
+    return [row[:n] for row, n in zip(tokens.tolist(), lengths.tolist())]
+
+
+def beam_search(
+    step: Step,
+    state: Any,
+    bos: Tensor,
+    eos_id: int,
+    *,
+    beam_size: int = 5,
+    max_len: Union[int, Tensor] = 100,
+    length_penalty: float = 1.0,
+    n_best: int = 1,
+) -> List[List[Hypothesis]]:
+    """Batched beam search: the ``n_best`` best hypotheses of each sentence, best first.
+
+    ``bos`` is ``(B,)`` long, the first decoder input of each sentence, and
+    ``state`` the model's state for those B rows; it is replicated once to
+    ``B * beam_size`` rows (row ``b * beam_size + k`` is beam k of sentence b)
+    and afterwards only reordered with ``state.index_select``.
+
+    Scores: ``log_prob / lp(len)`` with the GNMT penalty
+    ``lp(len) = ((5 + len) / 6) ** length_penalty``, where ``len`` counts the
+    output tokens plus eos; ``length_penalty=0`` ranks by raw log-probability.
+
+    The rule (as fairseq's): at each time step, of the ``beam_size * V``
+    extensions of a sentence's live hypotheses, those among the
+    ``beam_size`` best (by log-probability, which at equal length is also the
+    score order) that end in eos become finished; the ``beam_size`` best that
+    do not end in eos stay live.  A sentence is done once it has
+    ``beam_size`` finished hypotheses (then it is frozen), or at its
+    ``max_len`` (an int, or a ``(B,)`` long tensor of per-sentence limits on
+    the tokens before eos): there eos is forced, so every returned hypothesis
+    ends in eos and its ``log_prob`` includes eos.  Of all finished
+    hypotheses, the best ``beam_size`` by score are kept.  This is not exact
+    search (with a length penalty a longer hypothesis dropped at the stop
+    could have scored better), but ``beam_size=1`` is exactly greedy search.
+    Fewer than ``n_best`` hypotheses come back only when the model gives
+    fewer finite-probability outputs within ``max_len``.
+    """
+    if isinstance(beam_size, bool) or not isinstance(beam_size, numbers.Integral) or beam_size < 1:
+        raise ConfigError(f"beam_size must be an integer >= 1, got {beam_size!r}")
+    if isinstance(n_best, bool) or not isinstance(n_best, numbers.Integral) or not 1 <= n_best <= beam_size:
+        raise ConfigError(f"n_best must be an integer in [1, beam_size={beam_size}], got {n_best!r}")
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, numbers.Real) \
+            or not 0 <= length_penalty < math.inf:
+        raise ConfigError(f"length_penalty must be a number >= 0 (0: raw log-probability), "
+                          f"got {length_penalty!r}")
+    max_len = _check_start(bos, eos_id, max_len, "beam_search")  # (B,)
+    B, K, device = bos.shape[0], int(beam_size), bos.device
+    if B == 0:
+        return []
+    M = int(max_len.max())  # the longest output, eos excluded
+    ninf = -math.inf
+    with torch.inference_mode():
+        state = state.index_select(torch.arange(B, device=device).repeat_interleave(K))  # B*K rows
+        token = bos.long().repeat_interleave(K)  # (B*K,)
+        live_lp = torch.full((B, K), ninf, device=device)  # (B, K): log-prob of each live prefix
+        live_lp[:, 0] = 0.0  # one live beam at first: the others would duplicate it
+        live_tok = torch.empty((B, K, 0), dtype=torch.long, device=device)  # (B, K, t)
+        fin_score = torch.full((B, K), ninf, device=device)  # (B, K), best first
+        fin_lp = torch.full((B, K), ninf, device=device)  # (B, K)
+        fin_tok = torch.full((B, K, M), eos_id, dtype=torch.long, device=device)  # (B, K, M), padded
+        fin_len = torch.zeros((B, K), dtype=torch.long, device=device)  # (B, K)
+        row0 = torch.arange(B, device=device).unsqueeze(1) * K  # (B, 1): first row of each sentence
+        done = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
+        for t in range(M + 1):  # t: tokens before the one chosen now
+            logits, state = _next_logits(step, token, state, eos_id, "beam_search")  # (B*K, V)
+            V = logits.shape[-1]
+            cand = live_lp.unsqueeze(-1) + logits.float().log_softmax(-1).view(B, K, V)  # (B, K, V)
+            eos_col = torch.arange(V, device=device) == eos_id  # (V,)
+            cand = cand.masked_fill((max_len <= t).view(B, 1, 1) & ~eos_col, ninf)  # eos forced at max_len
+
+            # Finish: eos extensions among the K best candidates.
+            top_lp, top_idx = cand.view(B, K * V).topk(K, dim=1)  # (B, K) each
+            new_lp = top_lp.masked_fill(top_idx % V != eos_id, ninf)  # (B, K)
+            new_tok = live_tok.gather(1, (top_idx // V).unsqueeze(-1).expand(-1, -1, t))  # (B, K, t)
+            penalty = ((5 + t + 1) / 6) ** length_penalty  # lp(len) with len = t tokens + eos
+            fin_score, keep = torch.cat([fin_score, new_lp / penalty], dim=1).topk(K, dim=1)  # (B, K)
+            fin_lp = torch.cat([fin_lp, new_lp], dim=1).gather(1, keep)
+            fin_len = torch.cat([fin_len, fin_len.new_full((B, K), t)], dim=1).gather(1, keep)
+            new_tok = torch.nn.functional.pad(new_tok, (0, M - t), value=eos_id)  # (B, K, M)
+            fin_tok = torch.cat([fin_tok, new_tok], dim=1).gather(1, keep.unsqueeze(-1).expand(-1, -1, M))
+
+            done = done | fin_score[:, -1].isfinite() | (max_len <= t)  # (B,)
+            if bool(done.all()):
+                break
+            # Continue: the K best candidates that do not end in eos; done sentences stay frozen.
+            live_lp, idx = cand.masked_fill(eos_col, ninf).view(B, K * V).topk(K, dim=1)  # (B, K) each
+            live_lp = live_lp.masked_fill(done.unsqueeze(1), ninf)
+            beam, token = idx // V, idx % V  # (B, K) each
+            live_tok = torch.cat([live_tok.gather(1, beam.unsqueeze(-1).expand(-1, -1, t)),
+                                  token.unsqueeze(-1)], dim=2)  # (B, K, t + 1)
+            state = state.index_select((row0 + beam).view(-1))
+            token = token.view(-1)  # (B*K,)
+        scores, lps, lens, toks = fin_score.tolist(), fin_lp.tolist(), fin_len.tolist(), fin_tok.tolist()
+    return [
+        [Hypothesis(toks[b][k][:lens[b][k]], scores[b][k], lps[b][k])
+         for k in range(n_best) if lps[b][k] > ninf]
+        for b in range(B)
+    ]

@@ -57,6 +57,7 @@ def sequence_nll(
     targets: Tensor,
     mask: Optional[Tensor] = None,
     ignore_index: Optional[int] = None,
+    label_smoothing: float = 0.0,
 ) -> Tuple[Tensor, Tensor]:
     """Summed token cross-entropy over the real tokens of a padded batch.
 
@@ -67,6 +68,8 @@ def sequence_nll(
             is real (unless ``ignore_index`` says otherwise).
         ignore_index: a target id that marks pads; combined with ``mask``
             (a position is real only if both say so).
+        label_smoothing: mix the one-hot target with a uniform distribution
+            (a training regulariser; the total is then not a pure NLL).
 
     Returns:
         ``(total, count)``: the summed loss in nats, a 0-d float tensor (float32
@@ -84,7 +87,7 @@ def sequence_nll(
     safe_targets = targets.masked_fill(~real, _SKIP)  # (B, T)
     per_token = F.cross_entropy(
         logits.reshape(B * T, V), safe_targets.reshape(B * T),
-        ignore_index=_SKIP, reduction="none",
+        ignore_index=_SKIP, reduction="none", label_smoothing=label_smoothing,
     )  # (B*T,)
     # Sum in float32 at least: a bf16/fp16 sum over many tokens loses digits.
     sum_dtype = torch.promote_types(per_token.dtype, torch.float32)

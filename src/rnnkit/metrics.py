@@ -13,7 +13,16 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-__all__ = ["Metric", "TokenNLL", "Accuracy", "ClassificationMetrics", "EntityF1"]
+__all__ = [
+    "Metric",
+    "TokenNLL",
+    "Accuracy",
+    "ClassificationMetrics",
+    "EntityF1",
+    "TranslationMetrics",
+    "edit_distance",
+    "ErrorRates",
+]
 
 Number = Union[int, float, Tensor]
 
@@ -283,3 +292,155 @@ class EntityF1(Metric):
             for name, r in sorted(report.items())
         }
         return result
+
+
+def _count(x: Any) -> str:
+    """``len(x)`` for messages, or a description when ``x`` is a lone string."""
+    return "a single string" if isinstance(x, str) else str(len(x))
+
+
+class TranslationMetrics(Metric):
+    """Corpus BLEU and chrF for translation, via ``sacrebleu``.
+
+    ``update(hypotheses, references)`` takes detokenised strings, one reference per
+    hypothesis (equally many; a mismatch raises ``ValueError``).  The strings are kept
+    until ``compute``, because BLEU and chrF are corpus statistics (n-gram counts summed
+    over all sentences before the precisions are taken), not means of per-batch scores:
+    any batching of the same sentences gives the same numbers as one ``update``.
+
+    ``compute()`` returns ``bleu`` and ``chrf`` (0-100, as sacrebleu reports them),
+    ``bleu_signature`` and ``chrf_signature`` (sacrebleu's ``get_signature()`` strings,
+    e.g. ``"nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"``, to quote next
+    to the score) and ``sentences``.  Settings are sacrebleu's defaults: ``BLEU()``
+    (13a tokenisation, mixed case, exponential smoothing) and ``CHRF()`` (chrF2,
+    character 6-grams, no word n-grams), so the scores equal ``sacrebleu.corpus_bleu`` /
+    ``sacrebleu.corpus_chrf`` and the ``sacrebleu`` command line on the same text.
+    With no sentences seen ``compute`` raises ``ValueError`` (as the other metrics do)
+    rather than reporting a meaningless 0.
+    """
+
+    def reset(self) -> None:
+        self.hypotheses: List[str] = []
+        self.references: List[str] = []
+
+    def update(self, hypotheses: Sequence[str], references: Sequence[str]) -> None:
+        if isinstance(hypotheses, str) or isinstance(references, str) or len(hypotheses) != len(references):
+            raise ValueError("TranslationMetrics: expected hypotheses and references as equally many strings "
+                             f"(one reference per hypothesis); got {_count(hypotheses)} and {_count(references)}")
+        for which, texts in (("hypothesis", hypotheses), ("reference", references)):
+            for i, t in enumerate(texts):
+                if not isinstance(t, str):
+                    raise ValueError(f"TranslationMetrics: {which} {i} must be a detokenised string; "
+                                     f"got {type(t).__name__}")
+        self.hypotheses.extend(hypotheses)
+        self.references.extend(references)
+
+    def compute(self) -> Dict[str, Any]:
+        if not self.hypotheses:
+            raise ValueError("TranslationMetrics.compute(): no sentences seen since reset()")
+        from sacrebleu.metrics import BLEU, CHRF  # lazy: keeps `import rnnkit` light
+
+        bleu, chrf = BLEU(), CHRF()
+        refs = [self.references]  # sacrebleu takes reference streams: one stream, one reference per sentence
+        return {
+            "bleu": float(bleu.corpus_score(self.hypotheses, refs).score),
+            "chrf": float(chrf.corpus_score(self.hypotheses, refs).score),
+            "bleu_signature": str(bleu.get_signature()),
+            "chrf_signature": str(chrf.get_signature()),
+            "sentences": len(self.hypotheses),
+        }
+
+
+def edit_distance(a: Sequence, b: Sequence) -> int:
+    """Levenshtein distance between two sequences (of tokens, phones or characters).
+
+    The least number of insertions, deletions and substitutions (each costing 1) that
+    turn ``a`` into ``b``; items are compared with ``==``.  Dynamic programming in
+    ``O(len(a) * len(b))`` time and two rows of ``O(min(len(a), len(b)))`` memory.
+    """
+    a, b = list(a), list(b)
+    if len(a) < len(b):
+        a, b = b, a  # the distance is symmetric; keep the rows as short as the shorter sequence
+    prev = list(range(len(b) + 1))  # distance from a[:0] to b[:j]
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)  # distance from a[:i] to b[:0] is i deletions
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1,  # delete x
+                         cur[j - 1] + 1,  # insert y
+                         prev[j - 1] + (x != y))  # substitute (or match)
+        prev = cur
+    return prev[-1]
+
+
+class ErrorRates(Metric):
+    """Word and phone error rates for spelling-to-pronunciation (grapheme-to-phoneme).
+
+    ``update(hypotheses, references)``: each hypothesis is one word's predicted phone list
+    (``["K", "AE1", "T"]``); each reference is that word's list of acceptable
+    pronunciations, each a phone list (``[["T", "AH0", "M", "EY1", "T", "OW2"],
+    ["T", "AH0", "M", "AA1", "T", "OW2"]]``), so a word with several pronunciations is
+    right if the hypothesis matches any of them.  Equally many hypotheses and references
+    are required, and every word needs at least one non-empty pronunciation.
+
+    Scoring follows Yao & Zweig (2015): for each word the reference closest to the
+    hypothesis (least ``edit_distance``) is used; ties go to the shorter reference (the
+    larger denominator would flatter PER), then to the one listed first.
+
+    * ``wer``: fraction of words whose hypothesis equals no reference exactly (closest
+      distance > 0);
+    * ``per``: summed closest edit distances over summed phones of the chosen references
+      (a corpus ratio, not a mean of per-word rates; it can exceed 1 when hypotheses are
+      much longer than the references);
+    * ``words`` and ``phones``: the counts the two rates divide by.
+
+    Only integer counts are kept, so batched updates equal one update with everything.
+    """
+
+    def reset(self) -> None:
+        self.words = 0
+        self.word_errors = 0
+        self.phones = 0  # reference phones of the chosen (closest) pronunciations
+        self.phone_errors = 0  # summed edit distances to them
+
+    @staticmethod
+    def _phones(x: Any, what: str) -> List[str]:
+        if isinstance(x, str) or not all(isinstance(p, str) for p in x):
+            raise ValueError(f"ErrorRates: {what} must be a list of phone strings (e.g. ['K', 'AE1', 'T']); "
+                             f"got {x!r}")
+        return list(x)
+
+    def update(self, hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]) -> None:
+        if isinstance(hypotheses, str) or isinstance(references, str) or len(hypotheses) != len(references):
+            raise ValueError("ErrorRates: expected hypotheses and references for equally many words; "
+                             f"got {_count(hypotheses)} and {_count(references)}")
+        scored = []  # check every word before changing any total
+        for i, (hyp, prons) in enumerate(zip(hypotheses, references)):
+            hyp = self._phones(hyp, f"hypothesis {i}")
+            if isinstance(prons, str) or len(prons) == 0:
+                raise ValueError(f"ErrorRates: reference {i} must be a non-empty list of pronunciations "
+                                 f"(each a list of phones); got {prons!r}")
+            best = None  # (distance, reference length)
+            for k, pron in enumerate(prons):
+                pron = self._phones(pron, f"reference {i} pronunciation {k} (a word's references are a "
+                                          "list of pronunciations, each a list of phones)")
+                if not pron:
+                    raise ValueError(f"ErrorRates: reference {i} pronunciation {k} is empty")
+                key = (edit_distance(hyp, pron), len(pron))
+                if best is None or key < best:  # least distance, then shorter, then first listed
+                    best = key
+            scored.append(best)
+        for dist, length in scored:
+            self.words += 1
+            self.word_errors += int(dist > 0)
+            self.phone_errors += dist
+            self.phones += length
+
+    def compute(self) -> Dict[str, Any]:
+        if self.words == 0:
+            raise ValueError("ErrorRates.compute(): no words seen since reset()")
+        return {
+            "wer": self.word_errors / self.words,
+            "per": self.phone_errors / self.phones,
+            "words": self.words,
+            "phones": self.phones,
+        }

@@ -77,3 +77,26 @@ def confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], pat
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def attention_heatmap(weights: Sequence[Sequence[float]], source: Sequence[str], output: Sequence[str],
+                      path: str | os.PathLike, title: str = "attention") -> None:
+    """Attention weights ``(len(output), len(source))``: output tokens down, source tokens across."""
+    if len(weights) != len(output) or any(len(row) != len(source) for row in weights):
+        raise ValueError(f"attention_heatmap: expected a {len(output)} x {len(source)} matrix of weights")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(min(2 + 0.4 * len(source), 20), min(1.5 + 0.35 * len(output), 20)), dpi=100)
+    im = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(len(source)))
+    ax.set_yticks(range(len(output)))
+    ax.set_xticklabels(source, rotation=60, ha="right")
+    ax.set_yticklabels(output)
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -10,7 +10,10 @@ column, where it helps) and what was expected.  The modules:
   what was skipped;
 * ``splits``: stratified train/validation splits and k-fold;
 * ``conll``: ``Sentence``s from CoNLL-U and CoNLL-2003-style files, tag
-  scheme conversion, and writers for predictions.
+  scheme conversion, and writers for predictions;
+* ``parallel``: sentence ``Pair``s from two aligned files or a TSV file,
+  length filtering with a report, CMUdict pronunciations, and a fixed
+  train/valid/test split.
 
 A new reader reads through ``_io._read_decoded`` (or ``_read_bytes`` and
 ``_decode``) so its errors look the same.  Only stdlib here: ``import rnnkit``
@@ -42,6 +45,15 @@ from rnnkit.data.conll import (
     write_conll,
     write_conllu,
 )
+from rnnkit.data.parallel import (
+    LengthReport,
+    Pair,
+    filter_by_length,
+    read_cmudict,
+    read_parallel,
+    read_parallel_tsv,
+    split_items,
+)
 from rnnkit.data.splits import stratified_kfold, stratified_split
 from rnnkit.data.text import BUNDLED, bundled_path, read_text, split_text
 
@@ -52,20 +64,27 @@ __all__ = [
     "SCHEMES",
     "ClassificationData",
     "Example",
+    "LengthReport",
+    "Pair",
     "Sentence",
     "bio_to_bioes",
     "bioes_to_bio",
     "bundled_path",
+    "filter_by_length",
     "iob1_to_bio",
     "read_classification",
+    "read_cmudict",
     "read_conll",
     "read_conllu",
     "read_delimited",
     "read_files_per_class",
     "read_folder_per_class",
     "read_jsonl",
+    "read_parallel",
+    "read_parallel_tsv",
     "read_text",
     "read_tokens",
+    "split_items",
     "split_text",
     "stratified_kfold",
     "stratified_split",

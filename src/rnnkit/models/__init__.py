@@ -13,6 +13,7 @@ from torch import nn
 
 from rnnkit.models.classifier import Classifier, ClassifierConfig
 from rnnkit.models.language_model import LanguageModel, LanguageModelConfig, LossOutput
+from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig, Seq2SeqState
 from rnnkit.models.tagger import Tagger, TaggerConfig
 
 # name -> (model class, config class)
@@ -20,6 +21,7 @@ MODELS: dict[str, tuple[type[nn.Module], type]] = {
     "language_model": (LanguageModel, LanguageModelConfig),
     "classifier": (Classifier, ClassifierConfig),
     "tagger": (Tagger, TaggerConfig),
+    "seq2seq": (Seq2Seq, Seq2SeqConfig),
 }
 
 
@@ -40,4 +42,5 @@ def model_config_dict(model: nn.Module) -> dict[str, Any]:
 
 
 __all__ = ["MODELS", "build_model", "model_config_dict", "LanguageModel", "LanguageModelConfig", "LossOutput",
-           "Classifier", "ClassifierConfig", "Tagger", "TaggerConfig"]
+           "Classifier", "ClassifierConfig", "Tagger", "TaggerConfig",
+           "Seq2Seq", "Seq2SeqConfig", "Seq2SeqState"]

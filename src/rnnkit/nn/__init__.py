@@ -3,5 +3,6 @@ from rnnkit.nn.state import State
 from rnnkit.nn.cells import RNNCell, LSTMCell, GRUCell, make_cell
 from rnnkit.nn.recurrent import Recurrent
 from rnnkit.nn.crf import CRF
+from rnnkit.nn.attention import Attention
 
-__all__ = ["State", "RNNCell", "LSTMCell", "GRUCell", "make_cell", "Recurrent", "CRF"]
+__all__ = ["State", "RNNCell", "LSTMCell", "GRUCell", "make_cell", "Recurrent", "CRF", "Attention"]

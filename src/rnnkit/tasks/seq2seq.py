@@ -1,0 +1,438 @@
+"""The seq2seq task: parallel text (or a pronouncing dictionary) -> Seq2Seq -> translations.
+
+Data comes as two line-aligned files, one TSV file, or CMUdict (``--format
+cmudict``: spelling -> phonemes, split 90/5/5 over distinct words with a seed;
+a word's every pronunciation is an acceptable answer).  Each side is tokenised
+(char, word or BPE) with its own vocabulary, or one shared vocabulary.
+
+Translations are scored with sacreBLEU's BLEU and chrF on detokenised text;
+pronunciations by word and phoneme error rates.  Validation scores are
+computed with greedy decoding during training (early stopping and the best
+weights follow BLEU or WER); the test set is decoded once at the end with the
+configured beam.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from rnnkit import checkpoint as ckpt
+from rnnkit.batching import SequenceBatches, seq2seq_batch
+from rnnkit.data import Pair, filter_by_length, read_cmudict, read_parallel, read_parallel_tsv, split_items
+from rnnkit.decoding import beam_search, greedy_search, generate
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.metrics import ErrorRates, TokenNLL, TranslationMetrics
+from rnnkit.models import Seq2Seq, Seq2SeqConfig
+from rnnkit.tasks.runs import open_run, prepare_run_dir, run_config
+from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
+from rnnkit.trainer import TrainConfig, Trainer
+from rnnkit.vocab import Vocab
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+
+
+@dataclass
+class Seq2SeqDataConfig:
+    train: Optional[str] = None        # TSV file (source<TAB>target), or the CMUdict file with format cmudict
+    valid: Optional[str] = None        # TSV validation file
+    test: Optional[str] = None         # TSV test file
+    train_src: Optional[str] = None    # or two line-aligned files per split
+    train_tgt: Optional[str] = None
+    valid_src: Optional[str] = None
+    valid_tgt: Optional[str] = None
+    test_src: Optional[str] = None
+    test_tgt: Optional[str] = None
+    format: str = "auto"               # auto | parallel | tsv | cmudict
+    split: str = "0.9,0.05,0.05"       # cmudict: train/valid/test fractions of the distinct words
+    split_seed: int = 0
+    encoding: str = "utf-8"
+    tokenizer: str = "word"            # char | word | bpe, both sides (cmudict: char -> phones)
+    src_tokenizer: Optional[str] = None  # override per side
+    tgt_tokenizer: Optional[str] = None
+    lower: bool = False
+    bpe_vocab_size: int = 8000
+    shared_vocab: bool = False         # one vocabulary (and one BPE model) for both sides
+    min_freq: int = 1                  # rarer training tokens become <unk>
+    max_src_len: Optional[int] = None  # drop longer training pairs (reported)
+    max_tgt_len: Optional[int] = None
+    beam: int = 5                      # test-set decoding
+    length_penalty: float = 1.0
+    max_len_ratio: float = 2.0         # output limit: ceil(ratio * source length) + max_len_extra
+    max_len_extra: int = 10
+
+
+@dataclass
+class Split:
+    """One data split: raw texts and, for CMUdict, every acceptable answer of each source."""
+
+    src: list[str]
+    tgt: list[str]
+    refs: Optional[list[list[str]]] = None  # cmudict: all pronunciations (as "PH PH ...") per word
+
+
+def _format(cfg: Seq2SeqDataConfig) -> str:
+    if cfg.format != "auto":
+        if cfg.format not in ("parallel", "tsv", "cmudict"):
+            raise ConfigError(f"--format must be auto, parallel, tsv or cmudict, got {cfg.format!r}")
+        return cfg.format
+    if cfg.train_src or cfg.train_tgt:
+        return "parallel"
+    if cfg.train and Path(cfg.train).name.startswith("cmudict"):
+        return "cmudict"
+    return "tsv"
+
+
+def _pairs_split(pairs: Sequence[Pair]) -> Split:
+    return Split([p.src for p in pairs], [p.tgt for p in pairs])
+
+
+def read_splits(cfg: Seq2SeqDataConfig) -> tuple[Split, Optional[Split], Optional[Split]]:
+    """Train, validation and test splits as configured (validation/test may be None)."""
+    fmt = _format(cfg)
+    if fmt == "cmudict":
+        if not cfg.train:
+            raise ConfigError("--format cmudict needs --train: the cmudict.dict file")
+        entries = read_cmudict(cfg.train, cfg.encoding)
+        try:
+            fractions = tuple(float(f) for f in cfg.split.split(","))
+        except ValueError:
+            raise ConfigError(f"--split must be three fractions like 0.9,0.05,0.05, got {cfg.split!r}") from None
+        parts = split_items(list(entries), fractions, cfg.split_seed)
+
+        def build(words: list[str], expand: bool) -> Split:
+            src, tgt, refs = [], [], []
+            for w in words:
+                prons = [" ".join(p) for p in entries[w]]
+                for p in (prons if expand else prons[:1]):  # training: one pair per pronunciation
+                    src.append(w)
+                    tgt.append(p)
+                    refs.append(prons)
+            return Split(src, tgt, refs)
+
+        return build(parts[0], True), (build(parts[1], False) if parts[1] else None), \
+            (build(parts[2], False) if parts[2] else None)
+    if fmt == "parallel":
+        if not (cfg.train_src and cfg.train_tgt):
+            raise ConfigError("give --train-src and --train-tgt (line-aligned files), or --train FILE.tsv")
+
+        def read(src: Optional[str], tgt: Optional[str], name: str) -> Optional[Split]:
+            if not src and not tgt:
+                return None
+            if not (src and tgt):
+                raise ConfigError(f"give both --{name}-src and --{name}-tgt")
+            return _pairs_split(read_parallel(src, tgt, cfg.encoding))
+
+        return read(cfg.train_src, cfg.train_tgt, "train"), read(cfg.valid_src, cfg.valid_tgt, "valid"), \
+            read(cfg.test_src, cfg.test_tgt, "test")
+    if not cfg.train:
+        raise ConfigError("give --train FILE.tsv (source<TAB>target), or --train-src and --train-tgt")
+    return tuple(_pairs_split(read_parallel_tsv(p, cfg.encoding)) if p else None  # type: ignore[return-value]
+                 for p in (cfg.train, cfg.valid, cfg.test))
+
+
+class Codec:
+    """Texts <-> ids for both sides with the run's tokenizers and vocabularies."""
+
+    def __init__(self, src_tok, tgt_tok, src_vocab: Vocab, tgt_vocab: Vocab) -> None:
+        self.src_tok, self.tgt_tok, self.src_vocab, self.tgt_vocab = src_tok, tgt_tok, src_vocab, tgt_vocab
+
+    def src_tokens(self, text: str) -> list[str]:
+        return self.src_tok.tokenize(text) or [UNK]
+
+    def src_ids(self, text: str) -> list[int]:
+        return self.src_vocab.encode(self.src_tokens(text))
+
+    def tgt_ids(self, text: str) -> list[int]:
+        return self.tgt_vocab.encode(self.tgt_tok.tokenize(text))
+
+    def tgt_text(self, ids: Sequence[int]) -> str:
+        return self.tgt_tok.detokenize(self.tgt_vocab.decode(ids))
+
+    def batches(self, split: Split, batch_size: int, seed: int = 0, shuffle: bool = False) -> SequenceBatches:
+        src = [self.src_ids(s) for s in split.src]
+        tgt = [self.tgt_ids(t) for t in split.tgt]
+        v, w = self.src_vocab, self.tgt_vocab
+
+        def build(src_rows, rows):
+            return seq2seq_batch(src_rows, [tgt[r] for r in rows], v.pad_id, w.pad_id, w.bos_id, w.eos_id)
+
+        return SequenceBatches(src, batch_size, labels=list(range(len(src))), make_batch=build, seed=seed,
+                               shuffle=shuffle)
+
+
+def _tokenizer(name: str, cfg: Seq2SeqDataConfig):
+    if name == "char":
+        return make_tokenizer("char")
+    if name == "word":
+        return make_tokenizer("word", lower=cfg.lower)
+    if name == "bpe":
+        return make_tokenizer("bpe", vocab_size=cfg.bpe_vocab_size, lower=cfg.lower)
+    raise ConfigError(f"tokenizer must be char, word or bpe, got {name!r}")
+
+
+def _build_codec(tr: Split, cfg: Seq2SeqDataConfig, cmudict: bool) -> Codec:
+    default = ("char", "word") if cmudict else (cfg.tokenizer, cfg.tokenizer)
+    src_name, tgt_name = cfg.src_tokenizer or default[0], cfg.tgt_tokenizer or default[1]
+    if cfg.shared_vocab and src_name != tgt_name:
+        raise ConfigError("--shared-vocab needs the same tokenizer on both sides")
+    src_tok = _tokenizer(src_name, cfg)
+    tgt_tok = src_tok if cfg.shared_vocab else _tokenizer(tgt_name, cfg)
+    if src_tok.needs_training:
+        src_tok.train(tr.src + tr.tgt if cfg.shared_vocab else tr.src)
+    if tgt_tok.needs_training and tgt_tok is not src_tok:
+        tgt_tok.train(tr.tgt)
+    src_seqs = [src_tok.tokenize(s) for s in tr.src]
+    tgt_seqs = [tgt_tok.tokenize(t) for t in tr.tgt]
+    specials = [PAD, UNK, BOS, EOS]
+    if cfg.shared_vocab:
+        vocab = Vocab.build(src_seqs + tgt_seqs, specials=specials, min_freq=cfg.min_freq, unk=UNK)
+        return Codec(src_tok, tgt_tok, vocab, vocab)
+    return Codec(src_tok, tgt_tok, Vocab.build(src_seqs, specials=specials, min_freq=cfg.min_freq, unk=UNK),
+                 Vocab.build(tgt_seqs, specials=specials, min_freq=cfg.min_freq, unk=UNK))
+
+
+# ------------------------------------------------------------------ decoding
+
+
+def translate_ids(model: Seq2Seq, src: Sequence[Sequence[int]], pad_id: int, *, beam: int = 1, n_best: int = 1,
+                  length_penalty: float = 1.0, max_len_ratio: float = 2.0, max_len_extra: int = 10,
+                  batch_size: int = 64, sample: bool = False, temperature: float = 1.0,
+                  top_k: Optional[int] = None, top_p: Optional[float] = None,
+                  generator: Optional[torch.Generator] = None) -> list[list[tuple[list[int], float]]]:
+    """Decode every source (in input order): ``n_best`` ``(ids, score)`` per sentence.
+
+    Sentences are batched by length; each one's output does not depend on the others.
+    """
+    order = sorted(range(len(src)), key=lambda i: len(src[i]))
+    out: list[Any] = [None] * len(src)
+    eos = model.config.tgt_eos_id
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            idx = order[s: s + batch_size]
+            b = seq2seq_batch([src[i] for i in idx], None, pad_id, model.config.tgt_pad_id,
+                              model.config.tgt_bos_id, eos)
+            state = model.encode(b.inputs, b.lengths)
+            lengths = torch.tensor([len(src[i]) for i in idx])
+            limit = model.max_lengths(lengths, max_len_ratio, max_len_extra)
+            bos = model.start_tokens(len(idx), b.inputs.device)
+            if sample:
+                rows = generate(model.step, state, bos.unsqueeze(1), int(limit.max()), temperature=temperature,
+                                top_k=top_k, top_p=top_p, generator=generator, eos_id=eos).tolist()
+                results = [[(_cut(r, eos, int(n)), 0.0)] for r, n in zip(rows, limit)]
+            elif beam == 1 and n_best == 1:
+                results = [[(ids, 0.0)] for ids in greedy_search(model.step, state, bos, eos, limit)]
+            else:
+                hyps = beam_search(model.step, state, bos, eos, beam_size=beam, max_len=limit,
+                                   length_penalty=length_penalty, n_best=n_best)
+                results = [[(h.tokens, h.score) for h in sent] for sent in hyps]
+            for i, r in zip(idx, results):
+                out[i] = r
+    return out
+
+
+def _cut(ids: list[int], eos: int, limit: int) -> list[int]:
+    ids = ids[:limit]
+    return ids[: ids.index(eos)] if eos in ids else ids
+
+
+def _score(model: Seq2Seq, codec: Codec, split: Split, cmudict: bool, beam: int = 1,
+           length_penalty: float = 1.0, max_len_ratio: float = 2.0, max_len_extra: int = 10,
+           batches: Optional[SequenceBatches] = None) -> tuple[dict[str, Any], list[str]]:
+    """Metrics of ``split`` and the output texts (in input order)."""
+    was_training = model.training
+    model.eval()
+    nll = TokenNLL()
+    with torch.inference_mode():
+        for batch in (batches or codec.batches(split, 128)).epoch_batches():
+            out = model.loss(batch)
+            nll.update(float(out.loss), int(out.num_tokens))
+    src = [codec.src_ids(s) for s in split.src]
+    decoded = translate_ids(model, src, codec.src_vocab.pad_id, beam=beam, length_penalty=length_penalty,
+                            max_len_ratio=max_len_ratio, max_len_extra=max_len_extra)
+    texts = [codec.tgt_text(d[0][0]) for d in decoded]
+    model.train(was_training)
+    loss = nll.compute()
+    metrics: dict[str, Any] = {"loss": loss["loss"], "perplexity": loss["perplexity"]}
+    if cmudict:
+        rates = ErrorRates()
+        rates.update([t.split() for t in texts], [[r.split() for r in refs] for refs in split.refs or []])
+        metrics.update(rates.compute())
+    else:
+        tm = TranslationMetrics()
+        tm.update(texts, split.tgt)
+        metrics.update(tm.compute())
+    return metrics, texts
+
+
+# ------------------------------------------------------------------ training
+
+
+def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqDataConfig, train: TrainConfig, *,
+                  resume: bool = False, overwrite: bool = False, progress: bool = True,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train a seq2seq model into run folder ``out``; returns the test (or validation) metrics."""
+    out = Path(out)
+    cmudict = _format(data) == "cmudict"
+    tr, va, te = read_splits(data)
+    if resume:
+        codec = _open_codec(out)
+    else:
+        codec = _build_codec(tr, data, cmudict)
+    src_ids = [codec.src_ids(s) for s in tr.src]
+    tgt_ids = [codec.tgt_ids(t) for t in tr.tgt]
+    keep, report = filter_by_length([len(s) for s in src_ids], [len(t) for t in tgt_ids],
+                                    data.max_src_len, data.max_tgt_len)
+    log(f"training pairs: {report.describe()}")
+    empty = [i for i in keep if not tgt_ids[i]]
+    if empty:
+        raise DataError(f"{len(empty)} training targets tokenise to nothing (first: line {empty[0] + 1}, "
+                        f"{tr.tgt[empty[0]]!r})")
+    tr = Split([tr.src[i] for i in keep], [tr.tgt[i] for i in keep], None)
+    oov = codec.src_vocab.oov_rate([codec.src_tokens(s) for s in va.src]) if va else 0.0
+    log(f"{len(tr.src):,} training, {len(va.src) if va else 0:,} validation, {len(te.src) if te else 0:,} test "
+        f"pairs; vocabularies: {len(codec.src_vocab):,} source, {len(codec.tgt_vocab):,} target tokens"
+        f"{' (shared)' if codec.src_vocab is codec.tgt_vocab else ''}; validation source OOV rate {oov:.2%}")
+    torch.manual_seed(train.seed)
+    v, w = codec.src_vocab, codec.tgt_vocab
+    mcfg = Seq2SeqConfig(src_vocab_size=len(v), tgt_vocab_size=len(w), src_pad_id=v.pad_id, tgt_pad_id=w.pad_id,
+                         tgt_bos_id=w.bos_id, tgt_eos_id=w.eos_id, **model_opts)
+    model = Seq2Seq(mcfg)
+    config = run_config("seq2seq", "seq2seq", model=mcfg, data=data, train=train, cmudict=cmudict)
+    prepare_run_dir(out, config, resume, overwrite)
+    if not resume:
+        _save_codec(out, codec)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {mcfg.num_layers}-layer {'bi' if mcfg.bidirectional else 'uni'}directional {mcfg.cell.upper()} "
+        f"encoder, hidden {mcfg.hidden_size}, attention {mcfg.attention}"
+        f"{' (' + mcfg.score + ')' if mcfg.attention == 'luong' else ''}"
+        f"{', input feeding' if mcfg.input_feeding else ''}; {n_params:,} parameters")
+    metric = "wer" if cmudict else "bleu"
+    evaluate = None
+    if va:
+        valid_b = codec.batches(va, 128)
+        evaluate = lambda m: _score(m, codec, va, cmudict, 1, data.length_penalty, data.max_len_ratio,  # noqa: E731
+                                    data.max_len_extra, valid_b)[0]
+    trainer = Trainer(model, train, codec.batches(tr, train.batch_size, train.seed, shuffle=True),
+                      evaluate=evaluate, run_dir=out, metric=metric, maximize=not cmudict, progress=progress,
+                      log=log)
+    t0 = time.perf_counter()
+    trainer.fit(resume=resume)
+    result: dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "parameters": n_params}
+    ckpt.load_weights_into(model, out / ckpt.WEIGHTS)
+    model.eval()
+    split_name, final = ("test", te) if te else ("validation", va)
+    if final:
+        t1 = time.perf_counter()
+        scores, texts = _score(model, codec, final, cmudict, data.beam, data.length_penalty, data.max_len_ratio,
+                               data.max_len_extra)
+        scores["decode_seconds"] = round(time.perf_counter() - t1, 1)
+        scores["beam"] = data.beam
+        (out / f"{split_name}.hyp.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+        result.update({"split": split_name, **scores})
+        log(f"{split_name} ({len(final.src):,} sentences, beam {data.beam}): " + _describe(scores, cmudict)
+            + f"; outputs in {out / f'{split_name}.hyp.txt'}")
+    ckpt.save_json(out / "report.json", result)
+    return result
+
+
+def _describe(scores: dict[str, Any], cmudict: bool) -> str:
+    if cmudict:
+        return f"WER {scores['wer']:.2%}, PER {scores['per']:.2%}"
+    return (f"BLEU {scores['bleu']:.2f}, chrF {scores['chrf']:.2f}, perplexity {scores['perplexity']:.2f} "
+            f"(sacreBLEU {scores['bleu_signature']})")
+
+
+def _save_codec(out: Path, codec: Codec) -> None:
+    codec.src_vocab.save(out / "src_vocab.json")
+    codec.tgt_vocab.save(out / "tgt_vocab.json")
+    ckpt.save_json(out / "tokenizers.json", {"src": codec.src_tok.to_config(), "tgt": codec.tgt_tok.to_config()})
+
+
+def _open_codec(out: Path) -> Codec:
+    toks = ckpt.load_json(out / "tokenizers.json")
+    return Codec(tokenizer_from_config(toks["src"]), tokenizer_from_config(toks["tgt"]),
+                 Vocab.load(out / "src_vocab.json"), Vocab.load(out / "tgt_vocab.json"))
+
+
+# ------------------------------------------------------------------ using a run
+
+
+class Translator:
+    """A trained run, ready to translate texts."""
+
+    def __init__(self, run: str | Path) -> None:
+        self.run = Path(run)
+        self.config, self.model, _ = open_run(run, ())
+        if self.config.get("task") != "seq2seq":
+            raise ConfigError(f"{run} holds a {self.config.get('task')!r} model, not a seq2seq one")
+        self.codec = _open_codec(self.run)
+        self.data = Seq2SeqDataConfig(**self.config["data"])
+
+    def translate(self, texts: Sequence[str], *, beam: Optional[int] = None, n_best: int = 1,
+                  length_penalty: Optional[float] = None, sample: bool = False, temperature: float = 1.0,
+                  top_k: Optional[int] = None, top_p: Optional[float] = None,
+                  seed: Optional[int] = None) -> list[list[tuple[str, float]]]:
+        """``n_best`` ``(text, score)`` per input text, best first."""
+        d = self.data
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        src = [self.codec.src_ids(t) for t in texts]
+        decoded = translate_ids(self.model, src, self.codec.src_vocab.pad_id, beam=beam or d.beam, n_best=n_best,
+                                length_penalty=d.length_penalty if length_penalty is None else length_penalty,
+                                max_len_ratio=d.max_len_ratio, max_len_extra=d.max_len_extra, sample=sample,
+                                temperature=temperature, top_k=top_k, top_p=top_p, generator=gen)
+        return [[(self.codec.tgt_text(ids), score) for ids, score in hyps] for hyps in decoded]
+
+    def attention(self, text: str, output: str) -> tuple[list[str], list[str], Optional[torch.Tensor]]:
+        """Source tokens, output tokens (+ <eos>) and the attention weights ``(T, S)`` of ``output``."""
+        c = self.codec
+        src_tokens = c.src_tokens(text)
+        out_ids = c.tgt_ids(output)
+        b = seq2seq_batch([c.src_vocab.encode(src_tokens)], [out_ids], c.src_vocab.pad_id, c.tgt_vocab.pad_id,
+                          c.tgt_vocab.bos_id, c.tgt_vocab.eos_id)
+        with torch.inference_mode():
+            _, weights = self.model(b.inputs, b.lengths, b.decoder_inputs)
+        return src_tokens, c.tgt_vocab.decode(out_ids) + [EOS], None if weights is None else weights[0].clone()
+
+
+def plot_attention(translator: Translator, texts: Sequence[str], outputs: Sequence[str], out_dir: str | Path) -> list[Path]:
+    """One heatmap PNG per sentence in ``out_dir``; returns the paths."""
+    from rnnkit.plots import attention_heatmap
+
+    if translator.model.config.attention == "none":
+        raise ConfigError(f"{translator.run} was trained without attention: there are no weights to plot")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (text, output) in enumerate(zip(texts, outputs)):
+        src, tgt, weights = translator.attention(text, output)
+        path = out_dir / f"attention-{i + 1:03d}.png"
+        attention_heatmap(weights.tolist(), src, tgt, path, title=text[:80])
+        paths.append(path)
+    return paths
+
+
+def evaluate(run: str | Path, src: Optional[str] = None, tgt: Optional[str] = None, data_path: Optional[str] = None,
+             beam: Optional[int] = None, encoding: Optional[str] = None) -> dict[str, Any]:
+    """Score a trained run on line-aligned ``src``/``tgt`` files or a TSV file ``data_path``."""
+    t = Translator(run)
+    enc = encoding or t.data.encoding
+    if src or tgt:
+        if not (src and tgt):
+            raise ConfigError("give both --src and --tgt")
+        pairs = read_parallel(src, tgt, enc)
+    elif data_path:
+        pairs = read_parallel_tsv(data_path, enc)
+    else:
+        raise ConfigError("give --src and --tgt (line-aligned files), or --data FILE.tsv")
+    split = _pairs_split(pairs)
+    cmudict = bool(t.config.get("cmudict"))
+    if cmudict:
+        split.refs = [[p] for p in split.tgt]
+    d = t.data
+    b = beam or d.beam
+    scores, _ = _score(t.model, t.codec, split, cmudict, b, d.length_penalty, d.max_len_ratio, d.max_len_extra)
+    return {"file": src or data_path, "sentences": len(split.src), "beam": b, **scores}
