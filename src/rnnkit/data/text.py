@@ -57,6 +57,8 @@ def split_text(text: str, valid_fraction: float) -> tuple[str, str]:
 # name -> file in rnnkit/bundled (see its README.md for sources and licences)
 BUNDLED: dict[str, str] = {
     "tinyshakespeare": "tinyshakespeare.txt",
+    "ud_ewt_dev": "ud_ewt_dev.conllu",
+    "cmudict_20k": "cmudict_20k.dict",
 }
 
 
