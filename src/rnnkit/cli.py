@@ -262,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("run", type=Path, help="run folder")
     _add_decoding_options(ch)
 
+    ins = sub.add_parser("inspect", help="draw hidden units and gates of a language model over a text",
+                         description="Colour each character (or word) of a text by the activation of chosen "
+                                     "hidden units — and, for an LSTM, the first unit's input/forget/output "
+                                     "gates — and list the units most correlated with simple features.")
+    ins.add_argument("run", type=Path, help="language-model run folder")
+    ins.add_argument("--text", required=True, help="the text to read (or @FILE to read a file)")
+    ins.add_argument("--units", help="comma-separated unit numbers [the units most correlated with a feature]")
+    ins.add_argument("--layer", type=int, default=-1, help="layer to read [-1: the top]")
+    ins.add_argument("--label", help="the label, for label-conditioned models")
+    ins.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    ins.add_argument("--json", action="store_true", help="print the correlations as JSON")
+
     pr = sub.add_parser("predict", help="label texts (classifier) or tag sentences (tagger)",
                         description="Classifier: one text per line in, label and class probabilities out. "
                                     "Tagger: one whitespace-tokenised sentence per line in, token<TAB>tag per "
@@ -509,6 +521,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    from rnnkit.data import read_text
+    from rnnkit.tasks.inspect import inspect_run
+
+    text = read_text(args.text[1:]) if args.text.startswith("@") else args.text.replace("\\n", "\n")
+    try:
+        units = [int(u) for u in args.units.split(",")] if args.units else None
+    except ValueError:
+        raise ConfigError(f"--units must be comma-separated integers, got {args.units!r}") from None
+    result = inspect_run(args.run, text, args.out, units=units, layer=args.layer, label=args.label)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"layer {result['layer']}, {result['tokens']} tokens; drew units {result['units']} into {args.out}")
+    print("units most correlated with each feature (Pearson r):")
+    for name, pairs in result["correlations"].items():
+        print(f"  {name:18} " + "  ".join(f"unit {u}: {r:+.2f}" for u, r in pairs))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from rnnkit.tasks.demo import run_demo
 
@@ -529,7 +561,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import torch
         torch.set_num_threads(args.threads)
     handlers = {"hello": _hello, "generate": _generate, "evaluate": _evaluate, "predict": _predict,
-                "translate": _translate, "chat": _chat, "demo": _demo}
+                "translate": _translate, "chat": _chat, "demo": _demo,
+                "inspect": _inspect}
     try:
         if args.command == "train":
             return _train(args)

@@ -1,0 +1,200 @@
+"""``rnnkit inspect``: what the recurrence carries, drawn over the text it reads.
+
+A trained language model reads a text one token at a time; ``trace`` records,
+for every layer, the hidden state after each token and — for an LSTM — its
+input, forget and output gates and its cell (for a GRU its reset and update
+gates).  ``unit_features`` correlates each hidden unit with simple properties
+of the position (inside quotes or brackets, position in the line, start of a
+word, a capital, a vowel, ...), and ``draw`` colours each token of the text by
+the activation of chosen units, one block per unit and gate — the view that
+shows a unit that counts the line, or one that switches on inside quotes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from rnnkit.errors import ConfigError
+
+GATE_NAMES = {"lstm": ("input gate", "forget gate", "output gate"), "gru": ("reset gate", "update gate")}
+
+
+def trace(rnn, x: Tensor) -> list[dict[str, Tensor]]:
+    """Run a unidirectional ``Recurrent`` over ``x (T, input_size)`` cell by cell; per layer a dict of
+    ``(T, H)`` traces: ``hidden`` and, for an LSTM, ``cell`` and its gates, for a GRU its gates."""
+    if rnn.bidirectional:
+        raise ConfigError("inspect reads unidirectional models (a language model)")
+    layers = []
+    inp = x
+    for layer in range(rnn.num_layers):
+        w_ih, w_hh, b_ih, b_hh = rnn._layer_weights(layer, 0)
+        xw = torch.nn.functional.linear(inp, w_ih, b_ih)  # (T, G*H)
+        H = rnn.hidden_size
+        h = x.new_zeros(H)
+        c = x.new_zeros(H)
+        rec: dict[str, list[Tensor]] = {"hidden": []}
+        for t in range(inp.shape[0]):
+            hw = torch.nn.functional.linear(h, w_hh, b_hh)
+            if rnn.mode == "lstm":
+                i, f, g, o = (xw[t] + hw).chunk(4)
+                i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+                c = f * c + i * torch.tanh(g)
+                h = o * torch.tanh(c)
+                for name, v in (("input gate", i), ("forget gate", f), ("output gate", o), ("cell", c)):
+                    rec.setdefault(name, []).append(v)
+            elif rnn.mode == "gru":
+                x_r, x_z, x_n = xw[t].chunk(3)
+                h_r, h_z, h_n = hw.chunk(3)
+                r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+                h = (1 - z) * torch.tanh(x_n + r * h_n) + z * h
+                rec.setdefault("reset gate", []).append(r)
+                rec.setdefault("update gate", []).append(z)
+            else:
+                pre = xw[t] + hw
+                h = torch.relu(pre) if rnn.mode == "rnn_relu" else torch.tanh(pre)
+            rec["hidden"].append(h)
+        traced = {k: torch.stack(v) for k, v in rec.items()}
+        layers.append(traced)
+        inp = traced["hidden"]
+    return layers
+
+
+def features(tokens: Sequence[str], chars: bool) -> dict[str, list[float]]:
+    """Simple per-position properties of a token sequence, as 0/1 (or scaled position) lists."""
+    out: dict[str, list[float]] = {k: [] for k in (
+        "inside quotes", "inside brackets", "position in line", "start of line", "start of word",
+        "space or newline", "capital letter", "vowel", "punctuation")}
+    quote = bracket = 0
+    col = 0
+    prev = "\n"
+    for tok in tokens:
+        if tok in ('"', "“", "”"):
+            quote ^= 1
+        if tok in "([{":
+            bracket += 1
+        out["inside quotes"].append(float(quote))
+        out["inside brackets"].append(float(bracket > 0))
+        if tok in ")]}" and bracket:
+            bracket -= 1
+        out["position in line"].append(float(col))
+        out["start of line"].append(float(prev == "\n"))
+        out["start of word"].append(float(prev.isspace() and not tok.isspace()) if chars else 1.0)
+        out["space or newline"].append(float(tok.isspace()))
+        out["capital letter"].append(float(tok[:1].isupper()))
+        out["vowel"].append(float(tok.lower() in "aeiou" and len(tok) == 1))
+        out["punctuation"].append(float(all(not ch.isalnum() and not ch.isspace() for ch in tok) and bool(tok)))
+        col = 0 if tok == "\n" else col + (len(tok) if chars else 1)
+        prev = tok
+    return {k: v for k, v in out.items() if len(set(v)) > 1}  # a constant feature correlates with nothing
+
+
+def unit_features(hidden: Tensor, feats: dict[str, list[float]], top: int = 3) -> dict[str, list[tuple[int, float]]]:
+    """For each feature, the ``top`` units whose activation (``hidden (T, H)``) correlates most with it:
+    ``(unit, Pearson r)`` sorted by ``|r|``."""
+    h = hidden - hidden.mean(0)  # (T, H)
+    out = {}
+    for name, values in feats.items():
+        f = torch.tensor(values, dtype=hidden.dtype)
+        f = f - f.mean()
+        r = (h * f.unsqueeze(1)).sum(0) / (h.norm(dim=0) * f.norm()).clamp_min(1e-12)  # (H,)
+        order = r.abs().argsort(descending=True)[:top]
+        out[name] = [(int(u), round(float(r[u]), 3)) for u in order]
+    return out
+
+
+def draw(tokens: Sequence[str], rows: list[tuple[str, Tensor, tuple[float, float]]], path: str | Path,
+         width: int = 80, title: str = "") -> None:
+    """Colour each token by a value, one block per row ``(label, values (T,), (vmin, vmax))``."""
+    import io
+
+    from rnnkit.checkpoint import atomic_write_bytes
+    from rnnkit.plots import _pyplot
+
+    plt = _pyplot()
+    # lay the tokens out in lines of at most `width` characters; a newline token starts a new line
+    places, x, y = [], 0, 0
+    for tok in tokens:
+        shown = "↵" if tok == "\n" else tok
+        if x + len(shown) > width:
+            x, y = 0, y + 1
+        places.append((x, y, shown))
+        x += len(shown)
+        if tok == "\n":
+            x, y = 0, y + 1
+    lines = y + 1
+    block = lines + 1.6
+    fig = plt.figure(figsize=(0.11 * width + 0.4, 0.2 * block * len(rows) + 0.5), dpi=110)
+    ax = fig.add_axes([0.01, 0.01, 0.98, 0.98 - 0.3 / fig.get_figheight()])
+    ax.set_xlim(0, width)
+    ax.set_ylim(block * len(rows), 0)
+    ax.axis("off")
+    cmap = plt.get_cmap("coolwarm")
+    from matplotlib.patches import Rectangle
+
+    for r, (label, values, (lo, hi)) in enumerate(rows):
+        top = r * block
+        ax.text(0, top + 0.8, label, fontsize=8, weight="bold", va="bottom")
+        for (px, py, shown), v in zip(places, values.tolist()):
+            frac = (v - lo) / (hi - lo) if hi > lo else 0.5
+            ax.add_patch(Rectangle((px, top + 1 + py), len(shown), 1, color=cmap(min(max(frac, 0.0), 1.0)), lw=0))
+            ax.text(px + 0.05, top + 1.8 + py, shown, fontsize=7, family="monospace")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def inspect_run(run: str | Path, text: str, out: str | Path, units: Optional[Sequence[int]] = None,
+                layer: int = -1, label: Optional[str] = None, max_tokens: int = 400) -> dict[str, Any]:
+    """Trace a language-model run over ``text``, draw the chosen units (and gates) into ``out`` (PNG)
+    and return ``{"layer", "units", "correlations", "tokens"}``."""
+    from rnnkit.tasks.lm import _open
+    from rnnkit.vocab import UNK
+
+    config, model, vocab, tok, data = _open(run)
+    if config.get("task") not in (None, "lm"):
+        raise ConfigError(f"{run} holds a {config.get('task')!r} model; inspect reads language models")
+    tokens = tok.tokenize(text.lower() if data.lower else text)[:max_tokens]
+    if len(tokens) < 2:
+        raise ConfigError("give a --text of at least two tokens")
+    unknown = sorted({t for t in tokens if t not in vocab or t == UNK})
+    if unknown:
+        raise ConfigError(f"the text has token(s) the model's vocabulary lacks: {', '.join(map(repr, unknown[:10]))}")
+    ids = torch.tensor(vocab.encode(tokens)).unsqueeze(0)  # (1, T)
+    labels = config.get("labels") or []
+    lab = None
+    if labels:
+        if label not in labels:
+            raise ConfigError(f"this model reads text for a label: pass --label, one of {labels}")
+        lab = torch.tensor([labels.index(label)])
+    n_layers = model.rnn.num_layers
+    if not -n_layers <= layer < n_layers:
+        raise ConfigError(f"--layer must be in [0, {n_layers}) (or negative from the top), got {layer}")
+    with torch.inference_mode():
+        x = model._inputs(ids, lab)[0]  # (T, I)
+        traced = trace(model.rnn, x)[layer]
+    chars = data.tokenizer == "char"
+    corr = unit_features(traced["hidden"], features(tokens, chars))
+    H = traced["hidden"].shape[1]
+    if units is None:
+        seen: list[int] = []
+        for pairs in corr.values():
+            if pairs and pairs[0][0] not in seen:
+                seen.append(pairs[0][0])
+        units = seen[:4] or [0]
+    bad = [u for u in units if not 0 <= u < H]
+    if bad:
+        raise ConfigError(f"--units must be in [0, {H}), got {bad}")
+    rows = []
+    for u in units:
+        rows.append((f"unit {u} (hidden state, layer {layer % n_layers})", traced["hidden"][:, u], (-1.0, 1.0)))
+    first = units[0]
+    for gate in GATE_NAMES.get(model.rnn.mode, ()):
+        rows.append((f"unit {first}: {gate}", traced[gate][:, first], (0.0, 1.0)))
+    draw(tokens, rows, out, title=f"{Path(run).name}: blue = low, red = high")
+    return {"layer": layer % n_layers, "units": list(units), "correlations": corr, "tokens": len(tokens)}
