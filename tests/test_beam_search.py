@@ -157,8 +157,20 @@ def test_step_protocol_rows_and_state_replication():
     model = GRUModel(seed=7)
     state, bos = model.start(3, seed=8)
     beam_search(model, state, bos, EOS, beam_size=4, max_len=5)
-    assert model.calls and all(shape == (12, 1) for shape in model.calls)
+    assert model.calls and model.calls[0] == (12, 1)
+    rows = [shape[0] for shape in model.calls]
+    assert all(shape[1] == 1 and shape[0] % 4 == 0 for shape in model.calls)
+    assert rows == sorted(rows, reverse=True)  # sentences only ever leave the batch
     assert len(model.calls) <= 6
+
+
+def test_done_sentences_leave_the_batch():
+    model = GRUModel(seed=7)
+    state, bos = model.start(3, seed=8)
+    out = beam_search(model, state, bos, EOS, beam_size=4, max_len=torch.tensor([1, 6, 6]))
+    rows = [shape[0] for shape in model.calls]
+    assert rows[:2] == [12, 12] and 8 in rows  # sentence 0 is done after its limit of one token
+    assert len(out[0][0].tokens) <= 1
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.7, 2.0])

@@ -274,6 +274,25 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--out", type=Path, required=True, help="PNG file to write")
     ins.add_argument("--json", action="store_true", help="print the correlations as JSON")
 
+    ex = sub.add_parser("export", help="export a trained run to ONNX (pip install 'rnnkit[export]')",
+                        description="Write the run's model as ONNX: one graph for a language model, classifier "
+                                    "or tagger; an encoder and a one-step decoder for seq2seq. A JSON sidecar "
+                                    "names the inputs, outputs and special ids a plain onnxruntime loop needs.")
+    ex.add_argument("run", type=Path, help="run folder")
+    ex.add_argument("--format", choices=["onnx"], default="onnx", help="[onnx]")
+    ex.add_argument("--out", type=Path, required=True, help="output file (model.onnx) or folder")
+    ex.add_argument("--opset", type=int, help="ONNX opset [17]")
+
+    sv = sub.add_parser("serve", help="HTTP JSON API and a browser playground for trained runs",
+                        description="Serve run folders over HTTP: POST /api/generate, /api/classify, /api/tag, "
+                                    "/api/translate (OpenAPI schema at /openapi.json) and a playground page at /.")
+    sv.add_argument("runs", nargs="+", type=Path, help="run folders to load")
+    sv.add_argument("--host", default="127.0.0.1", help="[127.0.0.1]")
+    sv.add_argument("--port", type=int, default=8000, help="[8000]")
+    sv.add_argument("--max-chars", type=int, default=2000, help="longest accepted text [2000]")
+    sv.add_argument("--max-batch", type=int, default=32, help="most texts per request [32]")
+    sv.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
     pr = sub.add_parser("predict", help="label texts (classifier) or tag sentences (tagger)",
                         description="Classifier: one text per line in, label and class probabilities out. "
                                     "Tagger: one whitespace-tokenised sentence per line in, token<TAB>tag per "
@@ -541,6 +560,21 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from rnnkit.export import export_onnx
+
+    for path in export_onnx(args.run, args.out, opset=args.opset):
+        print(path)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from rnnkit.serve import serve
+
+    serve(args.runs, host=args.host, port=args.port, max_chars=args.max_chars, max_batch=args.max_batch)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from rnnkit.tasks.demo import run_demo
 
@@ -562,7 +596,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     handlers = {"hello": _hello, "generate": _generate, "evaluate": _evaluate, "predict": _predict,
                 "translate": _translate, "chat": _chat, "demo": _demo,
-                "inspect": _inspect}
+                "inspect": _inspect, "export": _export, "serve": _serve}
     try:
         if args.command == "train":
             return _train(args)

@@ -325,37 +325,41 @@ def beam_search(
         fin_lp = torch.full((B, K), ninf, device=device)  # (B, K)
         fin_tok = torch.full((B, K, M), eos_id, dtype=torch.long, device=device)  # (B, K, M), padded
         fin_len = torch.zeros((B, K), dtype=torch.long, device=device)  # (B, K)
-        row0 = torch.arange(B, device=device).unsqueeze(1) * K  # (B, 1): first row of each sentence
-        done = torch.zeros(B, dtype=torch.bool, device=device)  # (B,)
+        act = torch.arange(B, device=device)  # (A,): the sentences still being searched
         for t in range(M + 1):  # t: tokens before the one chosen now
-            logits, state = _next_logits(step, token, state, eos_id, "beam_search")  # (B*K, V)
-            V = logits.shape[-1]
-            cand = live_lp.unsqueeze(-1) + logits.float().log_softmax(-1).view(B, K, V)  # (B, K, V)
+            logits, state = _next_logits(step, token, state, eos_id, "beam_search")  # (A*K, V)
+            A, V = act.shape[0], logits.shape[-1]
+            limit = max_len[act]  # (A,)
+            cand = live_lp.unsqueeze(-1) + logits.float().log_softmax(-1).view(A, K, V)  # (A, K, V)
             eos_col = torch.arange(V, device=device) == eos_id  # (V,)
-            cand = cand.masked_fill((max_len <= t).view(B, 1, 1) & ~eos_col, ninf)  # eos forced at max_len
+            cand = cand.masked_fill((limit <= t).view(A, 1, 1) & ~eos_col, ninf)  # eos forced at max_len
 
             # Finish: eos extensions among the K best candidates.
-            top_lp, top_idx = cand.view(B, K * V).topk(K, dim=1)  # (B, K) each
-            new_lp = top_lp.masked_fill(top_idx % V != eos_id, ninf)  # (B, K)
-            new_tok = live_tok.gather(1, (top_idx // V).unsqueeze(-1).expand(-1, -1, t))  # (B, K, t)
+            top_lp, top_idx = cand.view(A, K * V).topk(K, dim=1)  # (A, K) each
+            new_lp = top_lp.masked_fill(top_idx % V != eos_id, ninf)  # (A, K)
+            new_tok = live_tok.gather(1, (top_idx // V).unsqueeze(-1).expand(-1, -1, t))  # (A, K, t)
             penalty = ((5 + t + 1) / 6) ** length_penalty  # lp(len) with len = t tokens + eos
-            fin_score, keep = torch.cat([fin_score, new_lp / penalty], dim=1).topk(K, dim=1)  # (B, K)
-            fin_lp = torch.cat([fin_lp, new_lp], dim=1).gather(1, keep)
-            fin_len = torch.cat([fin_len, fin_len.new_full((B, K), t)], dim=1).gather(1, keep)
-            new_tok = torch.nn.functional.pad(new_tok, (0, M - t), value=eos_id)  # (B, K, M)
-            fin_tok = torch.cat([fin_tok, new_tok], dim=1).gather(1, keep.unsqueeze(-1).expand(-1, -1, M))
+            score, keep = torch.cat([fin_score[act], new_lp / penalty], dim=1).topk(K, dim=1)  # (A, K)
+            fin_score[act] = score
+            fin_lp[act] = torch.cat([fin_lp[act], new_lp], dim=1).gather(1, keep)
+            fin_len[act] = torch.cat([fin_len[act], fin_len.new_full((A, K), t)], dim=1).gather(1, keep)
+            new_tok = torch.nn.functional.pad(new_tok, (0, M - t), value=eos_id)  # (A, K, M)
+            fin_tok[act] = torch.cat([fin_tok[act], new_tok], dim=1).gather(1, keep.unsqueeze(-1).expand(-1, -1, M))
 
-            done = done | fin_score[:, -1].isfinite() | (max_len <= t)  # (B,)
+            done = score[:, -1].isfinite() | (limit <= t)  # (A,)
             if bool(done.all()):
                 break
-            # Continue: the K best candidates that do not end in eos; done sentences stay frozen.
-            live_lp, idx = cand.masked_fill(eos_col, ninf).view(B, K * V).topk(K, dim=1)  # (B, K) each
-            live_lp = live_lp.masked_fill(done.unsqueeze(1), ninf)
-            beam, token = idx // V, idx % V  # (B, K) each
-            live_tok = torch.cat([live_tok.gather(1, beam.unsqueeze(-1).expand(-1, -1, t)),
-                                  token.unsqueeze(-1)], dim=2)  # (B, K, t + 1)
-            state = state.index_select((row0 + beam).view(-1))
-            token = token.view(-1)  # (B*K,)
+            # Continue: the K best candidates that do not end in eos, for the sentences not done.
+            # Done sentences leave the batch, so they cost nothing from here on.
+            live_lp, idx = cand.masked_fill(eos_col, ninf).view(A, K * V).topk(K, dim=1)  # (A, K) each
+            going = (~done).nonzero().squeeze(1)  # (A',)
+            live_lp, idx = live_lp[going], idx[going]
+            beam, token = idx // V, idx % V  # (A', K) each
+            live_tok = torch.cat([live_tok[going].gather(1, beam.unsqueeze(-1).expand(-1, -1, t)),
+                                  token.unsqueeze(-1)], dim=2)  # (A', K, t + 1)
+            state = state.index_select((going.unsqueeze(1) * K + beam).view(-1))
+            token = token.reshape(-1)  # (A'*K,)
+            act = act[going]
         scores, lps, lens, toks = fin_score.tolist(), fin_lp.tolist(), fin_len.tolist(), fin_tok.tolist()
     return [
         [Hypothesis(toks[b][k][:lens[b][k]], scores[b][k], lps[b][k])

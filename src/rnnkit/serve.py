@@ -1,0 +1,536 @@
+"""``rnnkit serve``: trained run folders behind an HTTP JSON API, with a playground page.
+
+Each run folder is opened once, when the app is built, and its model stays in
+memory.  Endpoints (OpenAPI schema at ``/openapi.json``, Swagger UI at ``/docs``):
+
+* ``GET  /api/models``    the loaded models: name (the run folder's name), task and what the task needs
+* ``POST /api/generate``  language models: continuations of a prime text (temperature, top-k, top-p)
+* ``POST /api/classify``  classifiers: label and class probabilities
+* ``POST /api/tag``       taggers: a tag per whitespace-separated token, one sentence per line
+* ``POST /api/translate`` seq2seq: n-best translations and the attention weights of the best one
+* ``GET  /``              the playground page (static HTML and JS, no outside resources)
+
+A request names a ``model`` and carries ``text``: one string or a list of up to
+``max_batch`` strings of at most ``max_chars`` characters each; ``results``
+holds one entry per text, in order.  Bad requests get a 4xx answer whose
+``detail`` is a message saying what was wrong; the server goes on serving.
+
+FastAPI, pydantic and uvicorn are imported when an app is built, so that
+``import rnnkit`` (and this module) stays light: ``pip install 'rnnkit[serve]'``.
+"""
+# no ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations, which name
+# request models built inside create_app
+import threading
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from rnnkit.errors import ConfigError, RnnkitError
+
+PLAYGROUND = Path(__file__).parent / "playground"
+TASK_ENDPOINTS = {"lm": "generate", "classify": "classify", "tag": "tag", "seq2seq": "translate"}
+MAX_BEAM = 16
+
+
+class RequestError(RnnkitError):
+    """A request the server refuses: ``status`` is its HTTP status code."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# ------------------------------------------------------------------ per-task adapters: a run opened once
+
+
+class _Loaded:
+    """One run folder, opened once; calls on it are serialised by its lock."""
+
+    task = ""
+
+    def __init__(self, name: str, run: Path, config: dict[str, Any]) -> None:
+        self.name, self.run, self.config = name, run, config
+        self.lock = threading.Lock()
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task, "endpoint": f"/api/{TASK_ENDPOINTS[self.task]}"}
+
+
+class _LM(_Loaded):
+    task = "lm"
+
+    def __init__(self, name: str, run: Path) -> None:
+        from rnnkit.tasks import lm
+
+        config, self.model, self.vocab, self.tok, self.data = lm._open(run)
+        super().__init__(name, run, config)
+        self.labels: list[str] = config.get("labels") or []
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "labels": self.labels, "tokenizer": self.data.tokenizer}
+
+    def generate(self, prime: str, *, length: int, temperature: float, top_k: Optional[int],
+                 top_p: Optional[float], seed: Optional[int], num_samples: int, label: Optional[str]) -> list[str]:
+        """As :func:`rnnkit.tasks.lm.generate`, on the model already in memory (messages worded for the API)."""
+        import torch
+
+        from rnnkit.decoding import generate as generate_ids, validate_sampling
+        from rnnkit.tasks.lm import UNK
+
+        validate_sampling(temperature, top_k, top_p)
+        vocab, tok = self.vocab, self.tok
+        prime_tokens = tok.tokenize(prime.lower() if self.data.lower else prime)
+        unknown = sorted({t for t in prime_tokens if t not in vocab or t == UNK})
+        if unknown:
+            raise RequestError(f"the text has {len(unknown)} token(s) the model's vocabulary lacks: "
+                               + ", ".join(repr(t) for t in unknown[:10]))
+        lab = None
+        if self.labels:
+            if label is None:
+                raise RequestError(f"model {self.name!r} generates for a label: give \"label\", one of {self.labels}")
+            if label not in self.labels:
+                raise RequestError(f"unknown label {label!r}; model {self.name!r} knows {self.labels}")
+            lab = torch.full((num_samples,), self.labels.index(label), dtype=torch.long)
+            prime_ids = [vocab.bos_id, *vocab.encode(prime_tokens)]
+        elif label is not None:
+            raise RequestError(f"model {self.name!r} is not conditioned on a label: leave \"label\" out")
+        else:
+            if not prime_tokens:
+                raise RequestError(f"model {self.name!r} needs a non-empty text to continue")
+            prime_ids = vocab.encode(prime_tokens)
+        prime_t = torch.tensor(prime_ids, dtype=torch.long).expand(num_samples, -1)
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        model = self.model
+        step = (lambda tokens, state: model.step(tokens, state, lab)) if lab is not None else model.step
+        with self.lock, torch.inference_mode():
+            ids = generate_ids(step, None, prime_t, length, temperature=temperature, top_k=top_k, top_p=top_p,
+                               generator=gen, eos_id=vocab.eos_id if self.labels else None)
+        texts = []
+        for row in ids.tolist():
+            if self.labels and vocab.eos_id in row:
+                row = row[: row.index(vocab.eos_id)]
+            texts.append(tok.detokenize(prime_tokens + vocab.decode(row)))
+        return texts
+
+
+class _Classifier(_Loaded):
+    task = "classify"
+
+    def __init__(self, name: str, run: Path) -> None:
+        from rnnkit.tasks import classify
+
+        config, self.model, self.enc = classify._open(run)
+        super().__init__(name, run, config)
+        self.labels: list[str] = config["labels"]
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "labels": self.labels}
+
+    def classify(self, texts: Sequence[str], batch_size: int = 64) -> list[dict[str, Any]]:
+        """As :func:`rnnkit.tasks.classify.predict` (same batching, same rounding), on the model in memory."""
+        import torch
+
+        from rnnkit.batching import classify_batch
+
+        seqs = self.enc(texts)
+        out: list[Any] = [None] * len(texts)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        with self.lock, torch.inference_mode():
+            for s in range(0, len(order), batch_size):
+                idx = order[s: s + batch_size]
+                b = classify_batch([seqs[i] for i in idx], None, self.enc.vocab.pad_id)
+                probs = self.model.predict_proba(b.inputs, lengths=b.lengths, mask=b.mask)
+                for row, i in zip(probs.tolist(), idx):
+                    best = max(range(len(row)), key=row.__getitem__)
+                    out[i] = {"text": texts[i], "label": self.labels[best],
+                              "probs": {l: round(p, 6) for l, p in zip(self.labels, row)}}
+        return out
+
+
+class _Tagger(_Loaded):
+    task = "tag"
+
+    def __init__(self, name: str, run: Path) -> None:
+        from rnnkit.tasks import tag
+
+        config, self.model, self.enc, self.data = tag._open(run)
+        super().__init__(name, run, config)
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "tags": list(self.enc.tags.tokens), "entity": bool(self.config.get("entity"))}
+
+    def tag(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """Per text: its sentences (one per non-empty line, split on whitespace) with a tag per token."""
+        import torch
+
+        from rnnkit.data import Sentence, read_tokens
+        from rnnkit.tasks.tag import _predict_sentences
+
+        per_text = [read_tokens(t) for t in texts]
+        sents = [Sentence(toks, None, "<request>", i + 1) for toks_list in per_text for i, toks in enumerate(toks_list)]
+        with self.lock, torch.inference_mode():
+            tags = _predict_sentences(self.model, self.enc, sents)
+        out, k = [], 0
+        for text, toks_list in zip(texts, per_text):
+            rows = [{"tokens": s.tokens, "tags": t} for s, t in zip(sents[k: k + len(toks_list)],
+                                                                      tags[k: k + len(toks_list)])]
+            k += len(toks_list)
+            out.append({"text": text, "sentences": rows})
+        return out
+
+
+class _Translator(_Loaded):
+    task = "seq2seq"
+
+    def __init__(self, name: str, run: Path) -> None:
+        from rnnkit.tasks.seq2seq import Translator
+
+        self.translator = Translator(run)
+        super().__init__(name, run, self.translator.config)
+
+    def info(self) -> dict[str, Any]:
+        d = self.translator.data
+        return {**super().info(), "attention": self.translator.model.config.attention != "none",
+                "beam": d.beam, "length_penalty": d.length_penalty}
+
+    def translate(self, texts: Sequence[str], *, beam: Optional[int], n_best: int,
+                  length_penalty: Optional[float], attention: bool) -> list[dict[str, Any]]:
+        import torch
+
+        b = beam or self.translator.data.beam
+        if n_best > b:
+            raise RequestError(f"n_best ({n_best}) cannot exceed the beam size ({b})")
+        with self.lock, torch.inference_mode():
+            hyps = self.translator.translate(texts, beam=b, n_best=n_best, length_penalty=length_penalty)
+            out = []
+            for text, h in zip(texts, hyps):
+                row: dict[str, Any] = {"source": text, "translation": h[0][0],
+                                       "n_best": [{"text": t, "score": round(sc, 4)} for t, sc in h], "attention": None}
+                if attention:
+                    src, tgt, weights = self.translator.attention(text, h[0][0])
+                    if weights is not None:
+                        row["attention"] = {"source_tokens": src, "output_tokens": tgt,
+                                            "weights": [[round(w, 4) for w in r] for r in weights.tolist()]}
+                out.append(row)
+        return out
+
+
+_ADAPTERS = {"lm": _LM, "classify": _Classifier, "tag": _Tagger, "seq2seq": _Translator}
+
+
+def _names(runs: Sequence[Path]) -> list[str]:
+    """The run folders' names, made unique with their parent folder (then a counter) where two clash."""
+    base = [r.name for r in runs]
+    names = [f"{r.parent.name}/{r.name}" if base.count(r.name) > 1 else r.name for r in runs]
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        seen[n] = seen.get(n, 0) + 1
+        if seen[n] > 1:
+            names[i] = f"{n}-{seen[n]}"
+    return names
+
+
+def load_runs(runs: Sequence[Union[str, Path]]) -> dict[str, _Loaded]:
+    """Open every run folder once: model name -> loaded model (``CheckpointError``/``ConfigError`` if one fails)."""
+    from rnnkit import checkpoint as ckpt
+    from rnnkit.errors import CheckpointError
+
+    if not runs:
+        raise ConfigError("give at least one run folder to serve")
+    paths = [Path(r).resolve() for r in runs]
+    loaded: dict[str, _Loaded] = {}
+    for name, path in zip(_names(paths), paths):
+        if not (path / ckpt.CONFIG).is_file():
+            raise CheckpointError(f"{path}: not a run folder (no {ckpt.CONFIG})")
+        task = ckpt.load_json(path / ckpt.CONFIG).get("task")
+        if task not in _ADAPTERS:
+            raise ConfigError(f"{path}: cannot serve a {task!r} run; serveable tasks: {', '.join(_ADAPTERS)}")
+        loaded[name] = _ADAPTERS[task](name, path)
+    return loaded
+
+
+# ------------------------------------------------------------------ the app
+
+
+def _schemas(max_chars: int, max_batch: int):
+    """Request and response models (built here so that pydantic is imported only with the app)."""
+    from types import SimpleNamespace
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    text_doc = f"one text, or a list of up to {max_batch} texts (a batch); at most {max_chars} characters each"
+
+    class _Request(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        model: str = Field(description="a model name from GET /api/models")
+        text: Union[str, list[str]] = Field(description=text_doc)
+
+    class GenerateRequest(_Request):
+        text: Union[str, list[str]] = Field("", description="prime text(s) to continue (may be empty for a "
+                                                            "label-conditioned model); " + text_doc)
+        length: int = Field(200, ge=1, le=max_chars, description="tokens to generate per sample")
+        temperature: float = Field(1.0, gt=0, le=100)
+        top_k: Optional[int] = Field(None, ge=1, description="sample among the k most likely tokens")
+        top_p: Optional[float] = Field(None, gt=0, le=1, description="nucleus sampling: the smallest set of tokens "
+                                                                     "whose probability reaches top_p")
+        seed: Optional[int] = Field(None, description="a seed makes the samples repeatable")
+        num_samples: int = Field(1, ge=1, le=max_batch, description="samples per text (texts x samples <= "
+                                                                    f"{max_batch})")
+        label: Optional[str] = Field(None, description="label-conditioned models: the label to generate for")
+
+    class ClassifyRequest(_Request):
+        pass
+
+    class TagRequest(_Request):
+        text: Union[str, list[str]] = Field(description="whitespace-tokenised text, one sentence per line; "
+                                                        + text_doc)
+
+    class TranslateRequest(_Request):
+        beam: Optional[int] = Field(None, ge=1, le=MAX_BEAM, description="beam size (default: the run's)")
+        n_best: int = Field(1, ge=1, le=MAX_BEAM, description="hypotheses per text, best first (<= beam)")
+        length_penalty: Optional[float] = Field(None, ge=0, le=10, description="GNMT length penalty "
+                                                                               "(default: the run's)")
+        attention: bool = Field(True, description="include the attention weights of the best translation")
+
+    class ErrorResponse(BaseModel):
+        detail: str = Field(description="what was wrong with the request")
+
+    class Limits(BaseModel):
+        max_chars: int
+        max_batch: int
+
+    class ModelInfo(BaseModel):
+        name: str
+        task: str = Field(description="lm | classify | tag | seq2seq")
+        endpoint: str = Field(description="the endpoint that serves this model")
+        labels: Optional[list[str]] = Field(None, description="classify: the classes; lm: the labels it is "
+                                                              "conditioned on (empty: none)")
+        tokenizer: Optional[str] = Field(None, description="lm: char | word")
+        tags: Optional[list[str]] = Field(None, description="tag: the tag set")
+        entity: Optional[bool] = Field(None, description="tag: entity chunk tags (B-/I-/E-/S-)")
+        attention: Optional[bool] = Field(None, description="seq2seq: whether the model has attention weights")
+        beam: Optional[int] = Field(None, description="seq2seq: the run's default beam size")
+        length_penalty: Optional[float] = Field(None, description="seq2seq: the run's default length penalty")
+
+    class ModelsResponse(BaseModel):
+        models: list[ModelInfo]
+        limits: Limits
+
+    class Generated(BaseModel):
+        prime: str
+        samples: list[str] = Field(description="num_samples texts, each starting with the prime")
+
+    class GenerateResponse(BaseModel):
+        model: str
+        results: list[Generated]
+
+    class Classified(BaseModel):
+        text: str
+        label: str = Field(description="the most probable class")
+        probs: dict[str, float] = Field(description="class -> probability, in the model's class order")
+
+    class ClassifyResponse(BaseModel):
+        model: str
+        labels: list[str]
+        results: list[Classified]
+
+    class TaggedSentence(BaseModel):
+        tokens: list[str]
+        tags: list[str]
+
+    class Tagged(BaseModel):
+        text: str
+        sentences: list[TaggedSentence] = Field(description="one per non-empty line of the text")
+
+    class TagResponse(BaseModel):
+        model: str
+        tags: list[str] = Field(description="the model's tag set")
+        results: list[Tagged]
+
+    class Hypothesis(BaseModel):
+        text: str
+        score: float
+
+    class Attention(BaseModel):
+        source_tokens: list[str]
+        output_tokens: list[str] = Field(description="the best translation's tokens and <eos>")
+        weights: list[list[float]] = Field(description="one row per output token, one column per source token")
+
+    class Translated(BaseModel):
+        source: str
+        translation: str = Field(description="the best hypothesis")
+        n_best: list[Hypothesis]
+        attention: Optional[Attention] = Field(None, description="null without attention (the model has none, "
+                                                                 "or the request said attention: false)")
+
+    class TranslateResponse(BaseModel):
+        model: str
+        results: list[Translated]
+
+    return SimpleNamespace(**{k: v for k, v in locals().items() if isinstance(v, type)})
+
+
+def _error_message(errors: Sequence[dict[str, Any]]) -> tuple[int, str]:
+    """A status code and one readable message for pydantic's validation errors."""
+    if any(e.get("type") == "json_invalid" for e in errors):
+        e = next(e for e in errors if e.get("type") == "json_invalid")
+        reason = (e.get("ctx") or {}).get("error", e.get("msg", ""))
+        return 400, f"the request body is not valid JSON ({reason})"
+    parts = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        if e.get("type") == "missing" and not loc:
+            return 400, "the request needs a JSON object body"
+        # a str | list[str] field reports both alternatives: say it once
+        if len(loc) >= 2 and loc[0] == "text" and loc[1] in ("str", "list[str]"):
+            msg = "must be a string or a list of strings"
+            loc = ["text"] + loc[2:]
+        elif e.get("type") == "extra_forbidden":
+            msg = "is not a field of this request"
+        elif e.get("type") == "model_attributes_type":
+            return 400, "the request body must be a JSON object"
+        else:
+            msg = e.get("msg", "is invalid")
+        part = f"{'.'.join(loc) or 'body'}: {msg}"
+        if part not in parts:
+            parts.append(part)
+    return 422, "; ".join(parts)
+
+
+def create_app(runs: Sequence[Union[str, Path]], max_chars: int = 2000, max_batch: int = 32):
+    """A FastAPI app serving the given run folders (each opened once, here); see the module docstring."""
+    try:
+        from fastapi import FastAPI, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import FileResponse, JSONResponse
+        from fastapi.staticfiles import StaticFiles
+        from starlette.exceptions import HTTPException as StarletteHTTPException
+    except ImportError:
+        raise ConfigError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
+
+    import rnnkit
+
+    if max_chars < 1 or max_batch < 1:
+        raise ConfigError("max_chars and max_batch must be >= 1")
+    models = load_runs(runs)
+    S = _schemas(max_chars, max_batch)
+    app = FastAPI(title="rnnkit", version=rnnkit.__version__,
+                  description="Trained rnnkit run folders behind a JSON API. Every request names a `model` "
+                              "(see `GET /api/models`) and carries `text`: one string or a list of up to "
+                              f"{max_batch} strings of at most {max_chars} characters each. Errors are 4xx "
+                              "JSON objects whose `detail` says what was wrong.")
+    app.state.models = models
+    app.state.limits = {"max_chars": max_chars, "max_batch": max_batch}
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        status, message = _error_message(exc.errors())
+        return JSONResponse({"detail": message}, status_code=status)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, exc: RequestError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RnnkitError)
+    async def _rnnkit_error(request: Request, exc: RnnkitError):  # e.g. a ConfigError from the task code
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no such page: {request.url.path} (the API is under /api, its documentation at /docs)"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    errors = {code: {"model": S.ErrorResponse, "description": why} for code, why in (
+        (400, "bad JSON, a model of another task, or input the model cannot take"),
+        (404, "unknown model"), (413, "a text or a batch over the limits"),
+        (422, "a missing, empty or invalid field"))}
+
+    def _model(name: str, task: str) -> _Loaded:
+        m = models.get(name)
+        if m is None:
+            raise RequestError(f"unknown model {name!r}; loaded: {', '.join(models)}", 404)
+        if m.task != task:
+            raise RequestError(f"model {name!r} serves the {m.task!r} task, not {task!r}: use POST "
+                               f"{m.info()['endpoint']}", 400)
+        return m
+
+    def _texts(text: Union[str, list[str]], *, allow_empty: bool = False) -> tuple[list[str], bool]:
+        """The request's texts as a list, whether it was a list, after the length and batch checks."""
+        many = isinstance(text, list)
+        texts = text if many else [text]
+        if not texts:
+            raise RequestError("text: the list is empty; give at least one text")
+        if len(texts) > max_batch:
+            raise RequestError(f"text: {len(texts)} texts in one request; the limit is {max_batch}", 413)
+        for i, t in enumerate(texts):
+            where = f"text[{i}]" if many else "text"
+            if len(t) > max_chars:
+                raise RequestError(f"{where}: {len(t)} characters; the limit is {max_chars}", 413)
+            if not allow_empty and not t.strip():
+                raise RequestError(f"{where}: empty; give some text")
+        return texts, many
+
+    @app.get("/api/models", summary="The loaded models and the request limits", tags=["api"],
+             response_model=S.ModelsResponse, response_model_exclude_none=True)
+    def list_models():
+        return {"models": [m.info() for m in models.values()], "limits": app.state.limits}
+
+    @app.post("/api/generate", summary="Continue text with a language model", tags=["api"],
+              response_model=S.GenerateResponse, responses=errors)
+    def generate(req: S.GenerateRequest):  # type: ignore[name-defined]
+        m = _model(req.model, "lm")
+        texts, _ = _texts(req.text, allow_empty=True)
+        if len(texts) * req.num_samples > max_batch:
+            raise RequestError(f"{len(texts)} texts x {req.num_samples} samples = "
+                               f"{len(texts) * req.num_samples} sequences; the limit is {max_batch}", 413)
+        results = [{"prime": t, "samples": m.generate(t, length=req.length, temperature=req.temperature,
+                                                      top_k=req.top_k, top_p=req.top_p, seed=req.seed,
+                                                      num_samples=req.num_samples, label=req.label)}
+                   for t in texts]
+        return {"model": m.name, "results": results}
+
+    @app.post("/api/classify", summary="Label texts with a classifier", tags=["api"],
+              response_model=S.ClassifyResponse, responses=errors)
+    def classify(req: S.ClassifyRequest):  # type: ignore[name-defined]
+        m = _model(req.model, "classify")
+        texts, _ = _texts(req.text)
+        return {"model": m.name, "labels": m.labels, "results": m.classify(texts)}
+
+    @app.post("/api/tag", summary="Tag tokens with a tagger", tags=["api"],
+              response_model=S.TagResponse, responses=errors)
+    def tag(req: S.TagRequest):  # type: ignore[name-defined]
+        m = _model(req.model, "tag")
+        texts, _ = _texts(req.text)
+        return {"model": m.name, "tags": m.info()["tags"], "results": m.tag(texts)}
+
+    @app.post("/api/translate", summary="Translate texts with a seq2seq model", tags=["api"],
+              response_model=S.TranslateResponse, responses=errors)
+    def translate(req: S.TranslateRequest):  # type: ignore[name-defined]
+        m = _model(req.model, "seq2seq")
+        texts, _ = _texts(req.text)
+        return {"model": m.name, "results": m.translate(texts, beam=req.beam, n_best=req.n_best,
+                                                         length_penalty=req.length_penalty,
+                                                         attention=req.attention)}
+
+    @app.get("/", include_in_schema=False)
+    def playground():
+        return FileResponse(PLAYGROUND / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=PLAYGROUND), name="static")
+    return app
+
+
+def serve(runs: Sequence[Union[str, Path]], host: str = "127.0.0.1", port: int = 8000, *, max_chars: int = 2000,
+          max_batch: int = 32, log_level: str = "info") -> None:
+    """Load the runs and serve them with uvicorn until interrupted (what ``rnnkit serve`` calls)."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
+    app = create_app(runs, max_chars=max_chars, max_batch=max_batch)
+    print(f"serving {', '.join(f'{n} ({m.task})' for n, m in app.state.models.items())}; "
+          f"playground at http://{host}:{port}/ , API documentation at http://{host}:{port}/docs", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

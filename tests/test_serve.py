@@ -1,0 +1,308 @@
+"""``rnnkit serve``: the HTTP JSON API over tiny trained runs, checked against the task functions."""
+import contextlib
+import json
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from rnnkit.cli import main  # noqa: E402
+from rnnkit.errors import CheckpointError  # noqa: E402
+from rnnkit.serve import _names, create_app  # noqa: E402
+
+POS = ["good great fine film", "a lovely warm story", "great acting and fun", "fun and lovely", "warm great film"]
+NEG = ["bad dull boring film", "a terrible cold story", "boring acting and dull", "dull and terrible",
+       "cold bad film"]
+PEOPLE = ["John Smith", "Mary", "Anna Lee", "Peter", "Paul Jones", "Maria"]
+PLACES = ["Paris", "Berlin", "New York", "Rome", "Madrid", "Tokyo"]
+WORDS = "cat dog bird fish cow horse sheep goat duck frog".split()
+
+
+def _ner_sentences(n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        who, where = rng.choice(PEOPLE).split(), rng.choice(PLACES).split()
+        verb = rng.choice(["lives in", "visited", "flew to", "likes"]).split()
+        rows = [(w, ("B-PER" if i == 0 else "I-PER")) for i, w in enumerate(who)]
+        rows += [(w, "O") for w in verb]
+        rows += [(w, ("B-LOC" if i == 0 else "I-LOC")) for i, w in enumerate(where)] + [(".", "O")]
+        out.append("\n".join(f"{w} {t}" for w, t in rows))
+    return "\n\n".join(out) + "\n\n"
+
+
+def make_tiny_runs(root: Path) -> dict:
+    """Train one tiny run per task under ``root`` (a few seconds each); task -> run folder."""
+    root = Path(root)
+    rng = random.Random(0)
+    runs = {t: root / f"tiny-{t}" for t in ("lm", "classify", "tag", "seq2seq")}
+    common = ["--no-progress", "--threads", "1"]
+    (root / "lm.txt").write_text("the cat sat on the mat. the dog ran.\n" * 60, encoding="utf-8")
+    assert main(["train", "lm", "--data", str(root / "lm.txt"), "--out", str(runs["lm"]), "--max-steps", "30",
+                 "--hidden", "16", "--layers", "1", "--embedding-size", "8", "--seq-len", "16", "--batch-size", "4",
+                 "--eval-every", "30", "--sample-length", "0", *common]) == 0
+    (root / "sent.tsv").write_text("text\tlabel\n" + "".join(
+        f"{rng.choice(POS)}\tpos\n{rng.choice(NEG)}\tneg\n" for _ in range(60)), encoding="utf-8")
+    assert main(["train", "classify", "--train", str(root / "sent.tsv"), "--text-column", "text",
+                 "--label-column", "label", "--out", str(runs["classify"]), "--epochs", "10", "--hidden", "16",
+                 "--embedding-size", "16", "--lr", "0.01", "--batch-size", "16", *common]) == 0
+    (root / "ner.txt").write_text(_ner_sentences(60, 0), encoding="utf-8")
+    assert main(["train", "tag", "--train", str(root / "ner.txt"), "--out", str(runs["tag"]), "--epochs", "6",
+                 "--hidden", "24", "--embedding-size", "16", "--char-embedding-size", "8", "--char-hidden", "8",
+                 "--lr", "0.02", "--batch-size", "8", *common]) == 0
+    src = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5))) for _ in range(300)]
+    (root / "s2s.src").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (root / "s2s.tgt").write_text("\n".join(" ".join(reversed(s.upper().split())) for s in src) + "\n",
+                                  encoding="utf-8")
+    assert main(["train", "seq2seq", "--train-src", str(root / "s2s.src"), "--train-tgt", str(root / "s2s.tgt"),
+                 "--attention", "bahdanau", "--beam", "3", "--epochs", "8", "--out", str(runs["seq2seq"]),
+                 "--hidden", "32", "--embedding-size", "16", "--lr", "0.01", "--batch-size", "16", "--dropout", "0",
+                 *common]) == 0
+    return runs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(app, port: int = 0):
+    """Serve ``app`` with uvicorn on loopback in a background thread; yields the base URL."""
+    import uvicorn
+
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return make_tiny_runs(tmp_path_factory.mktemp("serve"))
+
+
+@pytest.fixture(scope="module")
+def app(runs):
+    return create_app(list(runs.values()), max_chars=200, max_batch=4)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+def test_models_lists_every_run_with_its_task(client):
+    body = client.get("/api/models").json()
+    assert {m["name"]: m["task"] for m in body["models"]} == {
+        "tiny-lm": "lm", "tiny-classify": "classify", "tiny-tag": "tag", "tiny-seq2seq": "seq2seq"}
+    assert body["limits"] == {"max_chars": 200, "max_batch": 4}
+    info = {m["name"]: m for m in body["models"]}
+    assert info["tiny-classify"]["labels"] == ["neg", "pos"] and info["tiny-classify"]["endpoint"] == "/api/classify"
+    assert {"B-PER", "I-LOC", "O"} <= set(info["tiny-tag"]["tags"]) and info["tiny-tag"]["entity"] is True
+    assert info["tiny-seq2seq"]["attention"] is True and info["tiny-seq2seq"]["beam"] == 3
+    assert info["tiny-lm"]["labels"] == [] and info["tiny-lm"]["tokenizer"] == "char"
+
+
+def test_classify_equals_task_predict(client, runs):
+    from rnnkit.tasks.classify import predict
+
+    texts = ["great fun film", "boring cold story", "a lovely film", "zzz unknown words"]
+    r = client.post("/api/classify", json={"model": "tiny-classify", "text": texts})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["labels"] == ["neg", "pos"]
+    assert body["results"] == predict(runs["classify"], texts)
+    assert [row["label"] for row in body["results"][:2]] == ["pos", "neg"]
+    one = client.post("/api/classify", json={"model": "tiny-classify", "text": "great fun film"}).json()
+    assert one["results"] == predict(runs["classify"], ["great fun film"])
+
+
+def test_tag_equals_task_predict(client, runs):
+    from rnnkit.tasks.tag import predict
+
+    texts = ["John Smith lives in Paris .\nMary visited Rome .", "Peter likes Tokyo ."]
+    body = client.post("/api/tag", json={"model": "tiny-tag", "text": texts}).json()
+    assert "B-PER" in body["tags"]
+    for text, res in zip(texts, body["results"]):
+        expected = [line.split("\t") for line in predict(runs["tag"], text).splitlines() if line]
+        got = [[tok, tag] for s in res["sentences"] for tok, tag in zip(s["tokens"], s["tags"])]
+        assert got == expected
+        assert res["text"] == text and len(res["sentences"]) == len(text.splitlines())
+    assert body["results"][1]["sentences"][0]["tags"][0] == "B-PER"
+
+
+def test_generate_equals_task_generate(client, runs):
+    from rnnkit.tasks.lm import generate
+
+    req = {"model": "tiny-lm", "text": ["the c", "the d"], "length": 20, "temperature": 0.7, "top_p": 0.9,
+           "top_k": 5, "seed": 3, "num_samples": 2}
+    body = client.post("/api/generate", json=req).json()
+    assert [r["prime"] for r in body["results"]] == ["the c", "the d"]
+    for res in body["results"]:
+        assert res["samples"] == generate(runs["lm"], prime=res["prime"], length=20, temperature=0.7, top_k=5,
+                                          top_p=0.9, seed=3, num_samples=2)
+        assert all(s.startswith(res["prime"]) and len(s) == len(res["prime"]) + 20 for s in res["samples"])
+    again = client.post("/api/generate", json=req).json()
+    assert again == body  # a seed makes samples repeatable
+
+
+def test_translate_equals_translator(client, runs):
+    from rnnkit.tasks.seq2seq import Translator
+
+    t = Translator(runs["seq2seq"])
+    texts = ["cat dog bird", "cow fish"]
+    body = client.post("/api/translate", json={"model": "tiny-seq2seq", "text": texts, "n_best": 2}).json()
+    expected = t.translate(texts, n_best=2)
+    for text, res, hyps in zip(texts, body["results"], expected):
+        assert res["source"] == text and res["translation"] == hyps[0][0]
+        assert res["n_best"] == [{"text": h, "score": round(s, 4)} for h, s in hyps]
+        src, out, weights = t.attention(text, hyps[0][0])
+        att = res["attention"]
+        assert att["source_tokens"] == src and att["output_tokens"] == out
+        assert att["weights"] == [[round(w, 4) for w in row] for row in weights.tolist()]
+        assert len(att["weights"]) == len(out) and all(abs(sum(r) - 1) < 1e-3 for r in att["weights"])
+    assert body["results"][0]["translation"] == "BIRD DOG CAT"
+    greedy = client.post("/api/translate", json={"model": "tiny-seq2seq", "text": "cow fish", "beam": 1,
+                                                 "attention": False}).json()["results"][0]
+    assert greedy["translation"] == t.translate(["cow fish"], beam=1)[0][0][0] and greedy["attention"] is None
+
+
+BAD = [
+    # (endpoint, raw body, status, words the message must hold)
+    ("classify", "{not json", 400, "not valid JSON"),
+    ("classify", "", 400, "JSON object body"),
+    ("classify", "[1, 2]", 400, "JSON object"),
+    ("classify", {"model": "nope", "text": "great film"}, 404, "unknown model 'nope'"),
+    ("classify", {"model": "tiny-tag", "text": "great film"}, 400, "/api/tag"),
+    ("translate", {"model": "tiny-classify", "text": "great film"}, 400, "/api/classify"),
+    ("classify", {"model": "tiny-classify"}, 422, "text: Field required"),
+    ("classify", {"text": "great film"}, 422, "model: Field required"),
+    ("classify", {"model": "tiny-classify", "text": ""}, 422, "text: empty"),
+    ("classify", {"model": "tiny-classify", "text": ["good", "   "]}, 422, "text[1]: empty"),
+    ("classify", {"model": "tiny-classify", "text": []}, 422, "list is empty"),
+    ("classify", {"model": "tiny-classify", "text": 42}, 422, "string or a list of strings"),
+    ("classify", {"model": "tiny-classify", "text": "x" * 201}, 413, "201 characters; the limit is 200"),
+    ("classify", {"model": "tiny-classify", "text": ["good"] * 5}, 413, "5 texts in one request; the limit is 4"),
+    ("classify", {"model": "tiny-classify", "text": "good", "colour": "red"}, 422, "colour: is not a field"),
+    ("tag", {"model": "tiny-tag", "text": "\n \n"}, 422, "text: empty"),
+    ("generate", {"model": "tiny-lm", "text": "the", "temperature": 0}, 422, "temperature"),
+    ("generate", {"model": "tiny-lm", "text": "the", "top_p": 1.5}, 422, "top_p"),
+    ("generate", {"model": "tiny-lm", "text": "the", "length": 0}, 422, "length"),
+    ("generate", {"model": "tiny-lm", "text": ["a", "b"], "num_samples": 3}, 413, "the limit is 4"),
+    ("generate", {"model": "tiny-lm", "text": ""}, 422, "non-empty text"),
+    ("generate", {"model": "tiny-lm", "text": "the Q"}, 422, "'Q'"),
+    ("generate", {"model": "tiny-lm", "text": "the", "label": "x"}, 422, "not conditioned on a label"),
+    ("translate", {"model": "tiny-seq2seq", "text": "cat", "beam": 2, "n_best": 3}, 422, "n_best"),
+    ("translate", {"model": "tiny-seq2seq", "text": "cat", "beam": 99}, 422, "beam"),
+]
+
+
+@pytest.mark.parametrize("endpoint,body,status,words", BAD, ids=[f"{e}-{w[:20]}" for e, _, _, w in BAD])
+def test_bad_requests_get_4xx_with_a_message(client, endpoint, body, status, words):
+    raw = body if isinstance(body, str) else json.dumps(body)
+    r = client.post(f"/api/{endpoint}", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and words in detail
+
+
+def test_server_keeps_serving_after_bad_requests(client, runs):
+    from rnnkit.tasks.classify import predict
+
+    for endpoint, body, _, _ in BAD:
+        client.post(f"/api/{endpoint}", content=body if isinstance(body, str) else json.dumps(body),
+                    headers={"content-type": "application/json"})
+    r = client.post("/api/classify", json={"model": "tiny-classify", "text": "great fun film"})
+    assert r.status_code == 200 and r.json()["results"] == predict(runs["classify"], ["great fun film"])
+
+
+def test_unknown_pages_and_methods(client):
+    r = client.get("/api/classify")
+    assert r.status_code == 405 and "GET is not allowed" in r.json()["detail"]
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and "/docs" in r.json()["detail"]
+
+
+def test_playground_page_and_openapi(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for id_ in ("model", "text", "run", "bars", "tokens", "legend", "translation", "heatmap", "generated", "error"):
+        assert f'id="{id_}"' in page.text
+    assert "://" not in page.text  # nothing from outside: the page works without internet
+    js = client.get("/static/playground.js")
+    assert js.status_code == 200 and "api/models" in js.text
+    assert client.get("/static/playground.css").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert {"/api/models", "/api/generate", "/api/classify", "/api/tag", "/api/translate"} <= set(schema["paths"])
+    gen = schema["components"]["schemas"]["GenerateRequest"]["properties"]
+    assert {"model", "text", "temperature", "top_p", "top_k", "seed", "num_samples", "label"} <= set(gen)
+    assert "TranslateResponse" in schema["components"]["schemas"]
+
+
+def test_concurrent_requests_over_http_match_sequential_answers(app):
+    import httpx
+
+    texts = ["great fun film", "boring cold story", "a lovely warm story", "dull and terrible"]
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        expected = {t: c.post("/api/classify", json={"model": "tiny-classify", "text": t}).json() for t in texts}
+        s2s = c.post("/api/translate", json={"model": "tiny-seq2seq", "text": "cat dog"}).json()
+
+        def call(i):
+            if i % 3 == 2:
+                return "s2s", c.post("/api/translate", json={"model": "tiny-seq2seq", "text": "cat dog"}).json()
+            t = texts[i % len(texts)]
+            return t, c.post("/api/classify", json={"model": "tiny-classify", "text": t}).json()
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(call, range(48)))
+    for key, body in answers:
+        assert body == (s2s if key == "s2s" else expected[key])
+
+
+def test_run_folder_errors_and_names(tmp_path, runs):
+    with pytest.raises(CheckpointError, match="not a run folder"):
+        create_app([tmp_path])
+    assert _names([Path("a/run"), Path("b/run"), Path("c/x")]) == ["a/run", "b/run", "x"]
+    assert _names([Path("a/run"), Path("a/run")]) == ["a/run", "a/run-2"]
+
+
+def test_serve_calls_uvicorn(monkeypatch, runs, capsys):
+    import uvicorn
+
+    from rnnkit.serve import serve
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    serve([runs["classify"]], host="127.0.0.1", port=8123, max_batch=2)
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    assert seen["app"].state.limits["max_batch"] == 2
+    assert "http://127.0.0.1:8123/" in capsys.readouterr().out
+
+
+def test_importing_rnnkit_does_not_import_fastapi():
+    code = "import sys, rnnkit, rnnkit.serve; assert not {'fastapi', 'uvicorn', 'pydantic'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
