@@ -76,6 +76,34 @@ class StreamBatches:
         self.lanes = ids[: lane_len * batch_size].view(batch_size, lane_len)  # (B, N // B)
         self.batches_per_epoch = -(-(lane_len - 1) // seq_len)
         self.epoch, self.index = 0, 0
+        self.rank, self.world_size = 0, 1
+        self._ids = ids
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Keep this rank's lanes of a stream cut for ``world_size`` ranks (distributed training).
+
+        The stream is re-cut into ``world_size * batch_size`` lanes, exactly as one
+        process with that batch size would cut it, and rank ``r`` keeps the
+        contiguous lanes ``[r * batch_size, (r + 1) * batch_size)``; ``batch_size``
+        stays the lanes per rank.  Positions (``epoch``/``index``, ``state_dict``)
+        are global, the same on every rank, so a carried state gathered from the
+        ranks in rank order is the global ``(.., world_size * batch_size, H)`` one.
+        """
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+        if self.world_size != 1:
+            raise ValueError("this batch source is sharded already")
+        total = self.batch_size * world_size
+        lane_len = self._ids.numel() // total
+        if lane_len < 2:
+            raise ValueError(
+                f"a stream of {self._ids.numel()} tokens is too short for {world_size} processes of "
+                f"batch size {self.batch_size}: each lane needs at least 2 tokens (an input and its target)")
+        lanes = self._ids[: lane_len * total].view(total, lane_len)  # (W*B, N // (W*B))
+        self.lanes = lanes[rank * self.batch_size: (rank + 1) * self.batch_size]  # (B, N // (W*B))
+        self.dropped_tokens = self._ids.numel() - lane_len * total
+        self.batches_per_epoch = -(-(lane_len - 1) // self.seq_len)
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return self.batches_per_epoch
@@ -156,26 +184,59 @@ class SequenceBatches:
         self.epoch, self.index = 0, 0
         self._order: Optional[list[list[int]]] = None
         self._order_epoch = -1
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Hand out only this rank's share of each global batch (distributed training).
+
+        Every rank computes the same order of *global* batches of
+        ``world_size * batch_size`` sequences — exactly the batches one process
+        with that batch size would see — and rank ``r`` takes rows
+        ``r, r + world_size, r + 2 * world_size, ...`` of each (a strided share:
+        global batches are sorted by length, so every rank gets a similar mix of
+        lengths).  ``batch_size`` stays the per-rank size; ``len`` counts global
+        batches (optimizer steps) and ``state_dict`` is the global position.
+        When a short last batch has fewer rows than ranks, a rank left without
+        any builds a one-row stand-in with ``num_tokens = 0``, which the trainer
+        weighs 0 (so all ranks still take part in the step).
+        """
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+        if self.world_size != 1:
+            raise ValueError("this batch source is sharded already")
+        self.rank, self.world_size = rank, world_size
+        self._order, self._order_epoch = None, -1
 
     def _epoch_order(self, epoch: int) -> list[list[int]]:
         n = len(self.seqs)
+        size = self.batch_size * self.world_size  # the global batch
         if not self.shuffle:
             idx = sorted(range(n), key=lambda i: len(self.seqs[i]))
-            return [idx[i: i + self.batch_size] for i in range(0, n, self.batch_size)]
+            return [idx[i: i + size] for i in range(0, n, size)]
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         perm = torch.randperm(n, generator=g).tolist()
-        chunk = self.batch_size * self.pool
+        chunk = size * self.pool
         batches: list[list[int]] = []
         for c in range(0, n, chunk):
             part = sorted(perm[c: c + chunk], key=lambda i: len(self.seqs[i]))
-            batches += [part[i: i + self.batch_size] for i in range(0, len(part), self.batch_size)]
+            batches += [part[i: i + size] for i in range(0, len(part), size)]
         order = torch.randperm(len(batches), generator=g).tolist()
         return [batches[i] for i in order]
 
     def __len__(self) -> int:
-        return -(-len(self.seqs) // self.batch_size)
+        return -(-len(self.seqs) // (self.batch_size * self.world_size))
 
     def _build(self, idx: list[int]) -> Batch:
+        if self.world_size > 1:
+            share = idx[self.rank:: self.world_size]
+            if not share:  # a short last batch with fewer rows than ranks: a zero-weight stand-in
+                batch = self._build_rows(idx[:1])
+                batch.num_tokens = 0
+                return batch
+            idx = share
+        return self._build_rows(idx)
+
+    def _build_rows(self, idx: list[int]) -> Batch:
         labels = None if self.labels is None else [self.labels[i] for i in idx]
         return self.make_batch([self.seqs[i] for i in idx], labels)
 

@@ -53,7 +53,8 @@ SEQ2SEQ_FIELDS = {
 }
 TRAIN_FIELDS = {k: ("train", k) for k in (
     "max_steps", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "clip_norm", "schedule",
-    "warmup_steps", "min_lr_ratio", "eval_every", "save_every", "patience", "seed", "max_time")}
+    "warmup_steps", "min_lr_ratio", "eval_every", "save_every", "patience", "seed", "max_time", "device",
+    "precision")}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -79,6 +80,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, help="early stop after N evaluations without improvement")
     g.add_argument("--seed", type=int, help="random seed [0]")
     g.add_argument("--max-time", type=float, help="stop after this many minutes (evaluating and saving first)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to train: auto is the GPU (CUDA) when present, else the CPU [auto]")
+    g.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                   help="autocast precision; fp16 (CUDA only) adds gradient scaling [fp32]")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -409,6 +414,7 @@ TRAIN_TASKS = {
 def _train(args: argparse.Namespace) -> int:
     import importlib
 
+    from rnnkit import distributed
     from rnnkit.tasks.runs import resolve
     from rnnkit.trainer import TrainConfig
 
@@ -416,9 +422,14 @@ def _train(args: argparse.Namespace) -> int:
     module = importlib.import_module(module_name)
     given = _given(args, fields, default_epochs)
     extra = {"sample_length": args.sample_length} if args.task == "lm" else {}
-    getattr(module, fn_name)(args.out, given["model"], resolve(getattr(module, data_cls), given["data"]),
-                             resolve(TrainConfig, given["train"]), resume=args.resume, overwrite=args.overwrite,
-                             progress=not args.no_progress, **extra)
+    train_cfg = resolve(TrainConfig, given["train"])
+    distributed.init_from_env(train_cfg.device)  # a no-op unless launched by torchrun
+    try:
+        getattr(module, fn_name)(args.out, given["model"], resolve(getattr(module, data_cls), given["data"]),
+                                 train_cfg, resume=args.resume, overwrite=args.overwrite,
+                                 progress=not args.no_progress and distributed.is_main(), **extra)
+    finally:
+        distributed.cleanup()
     return 0
 
 

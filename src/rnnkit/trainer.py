@@ -6,15 +6,32 @@ no concrete model: a model returns ``(summed loss, token count, carry)`` and
 the trainer minimises the token mean.  ``carry`` is the recurrent state handed
 from one batch to the next (truncated BPTT); it is saved with the rest so a
 resumed run continues bitwise as if never stopped.
+
+Device and precision: ``TrainConfig.device`` (auto | cpu | cuda | mps; auto is
+the GPU when CUDA is present) places the model and each training batch (pinned
+memory and non-blocking copies on CUDA); ``precision`` bf16/fp16 runs the
+forward pass under ``torch.autocast`` (fp16 with a ``GradScaler``, CUDA only).
+
+Several processes (``torchrun``, see ``rnnkit.distributed``): the model is
+wrapped in ``DistributedDataParallel``, the batch source is sharded so that
+``W`` ranks of batch ``B`` see exactly the global batches one process of batch
+``W * B`` would, and the loss is normalised by the token count of the global
+batch, so the gradients are those of that one process.  Train metrics are summed
+over ranks; evaluation, checkpoints, metrics.csv, plots, logs and the progress
+bar are rank 0's alone.  ``last/`` holds the global data position, every rank's
+RNG state and the global carried state, so a resumed run (same number of
+processes) continues exactly.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import io
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -22,7 +39,11 @@ import torch
 from torch import nn
 
 from rnnkit import checkpoint as ckpt
+from rnnkit import distributed
+from rnnkit.distributed import DEVICES, resolve_device  # noqa: F401  (resolve_device re-exported)
 from rnnkit.errors import ConfigError, RnnkitError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -43,6 +64,8 @@ class TrainConfig:
     patience: Optional[int] = None      # early stop after N evaluations without improvement
     max_time: Optional[float] = None    # stop (evaluating and saving first) after this many minutes of training
     seed: int = 0
+    device: str = "auto"                # auto | cpu | cuda | mps (auto: the GPU when CUDA is present, else CPU)
+    precision: str = "fp32"             # fp32 | bf16 | fp16 (autocast; fp16 adds gradient scaling, CUDA only)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -59,6 +82,13 @@ class TrainConfig:
             raise ConfigError(f"epochs must be > 0, got {self.epochs}")
         if (self.eval_every is not None and self.eval_every < 1) or (self.save_every is not None and self.save_every < 1):
             raise ConfigError("eval_every and save_every must be >= 1")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "fp16" and self.device in ("cpu", "mps"):
+            raise ConfigError(f"precision fp16 needs a CUDA GPU (device {self.device} given); "
+                              "use bf16 on CPUs, or fp32")
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -86,6 +116,18 @@ def lr_factor(config: TrainConfig, step: int, total: int) -> float:
     return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class _LossModule(nn.Module):
+    """``forward`` is the model's ``loss``: DistributedDataParallel syncs gradients only for
+    calls through its own ``forward``, and rnnkit models are trained through ``loss``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, carry):
+        return self.model.loss(batch, carry)
+
+
 class Trainer:
     """``Trainer(model, config, train, evaluate, run_dir).fit(resume=False)``.
 
@@ -94,6 +136,13 @@ class Trainer:
     ``state_dict``.  ``evaluate(model) -> dict`` returns validation metrics;
     ``metric`` (minimised, or maximised with ``maximize=True``) picks the best
     weights.  With ``run_dir`` None nothing is written.
+
+    The model is moved to ``config.device`` (``self.device``) and stays there
+    after ``fit``; ``evaluate`` receives it there, so it must move its batches to
+    the model's device.  Under torchrun (``WORLD_SIZE > 1``) the trainer joins
+    the process group, shards ``train`` (``train.shard(rank, world_size)``) and
+    wraps the model in DistributedDataParallel; ``self.model`` stays the plain
+    module.  Only rank 0 evaluates and writes; every rank returns the same history.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, train, *,
@@ -103,46 +152,135 @@ class Trainer:
         config.validate()
         if config.max_steps is None and config.epochs is None:
             raise ConfigError("give max_steps or epochs")
+        self.dist = distributed.init_from_env(config.device)
+        self.device = resolve_device(config.device, self.dist.local_rank)
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise ConfigError(f"precision fp16 needs a CUDA GPU; training runs on {self.device.type}. "
+                              "Use bf16 (CPUs and recent GPUs) or fp32")
+        if config.precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("this GPU does not support bf16; use fp16 or fp32")
+        self.is_main = self.dist.is_main
+        if self.dist.enabled:
+            if not hasattr(train, "shard"):
+                raise ConfigError(f"distributed training needs a batch source with shard(rank, world_size); "
+                                  f"{type(train).__name__} has none")
+            train.shard(self.dist.rank, self.dist.world_size)
+        if self.device.type != "cpu":
+            model.to(self.device)
         self.model, self.config, self.train = model, config, train
         self.evaluate_fn, self.metric, self.maximize = evaluate, metric, maximize
         self.run_dir = None if run_dir is None else Path(run_dir)
-        self.progress, self.log = progress, log
+        self.progress, self.log = progress and self.is_main, log if self.is_main else (lambda message: None)
         self.total_steps = config.max_steps if config.max_steps is not None else \
             max(1, math.ceil(config.epochs * len(train)))
         self.optimizer = OPTIMIZERS[config.optimizer](
             [p for p in model.parameters() if p.requires_grad], config)
+        self.ddp = None
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(
+                _LossModule(model), device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         self.step, self.best, self.bad_evals = 0, None, 0
         self.history: list[dict[str, Any]] = []
         self.carry = None
         self._bar = None
 
+    # -- device and precision --------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, batch):
+        """The batch's tensors on ``self.device`` (pinned and copied asynchronously on CUDA).
+
+        ``lengths`` stays on the CPU, where packing reads it (as ``Batch.to`` does)."""
+        if self.device.type == "cpu":
+            return batch
+        cuda = self.device.type == "cuda"
+        moved = copy.copy(batch)
+        for f in fields(batch):
+            value = getattr(batch, f.name)
+            if not f.init or f.name == "lengths" or not isinstance(value, torch.Tensor):
+                continue
+            if cuda and value.device.type == "cpu":
+                value = value.pin_memory()
+            setattr(moved, f.name, value.to(self.device, non_blocking=cuda))
+        return moved
+
     # -- checkpoints ---------------------------------------------------------
     def _training_state(self) -> dict[str, Any]:
-        return {"step": self.step, "best": self.best, "bad_evals": self.bad_evals,
-                "history": self.history, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "data": self.train.state_dict(),
-                "rng": ckpt.rng_state(),
-                "carry": None if self.carry is None else list(self.carry)}
+        state = {"step": self.step, "best": self.best, "bad_evals": self.bad_evals,
+                 "history": self.history, "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "data": self.train.state_dict(),
+                 "rng": ckpt.rng_state() if not self.dist.enabled else None,
+                 "carry": None if self.carry is None else list(self.carry)}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def _rank_rng_state(self) -> dict[str, Any]:
+        """This rank's generators (its own device only: touching every GPU would cost each one memory)."""
+        state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if self.device.type == "cuda":
+            state["cuda_device"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _set_rank_rng_state(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        py = state["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        if "cuda_device" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_device"], self.device)
 
     def _save_last(self) -> None:
-        if self.run_dir is not None:
-            ckpt.save_training_state(self.run_dir, self._training_state())
+        if not self.dist.enabled:
+            if self.run_dir is not None:
+                ckpt.save_training_state(self.run_dir, self._training_state())
+            return
+        # collective on every rank (the same call sites on all): RNG states and the global carry
+        rngs = distributed.all_gather_object(self._rank_rng_state())
+        carry = None if self.carry is None else \
+            [None if t is None else distributed.all_gather_cat(t, dim=-2) for t in self.carry]
+        if self.is_main and self.run_dir is not None:
+            state = self._training_state()
+            state.update(rng=rngs[0], rng_ranks=rngs, carry=carry, world_size=self.dist.world_size)
+            ckpt.save_training_state(self.run_dir, state)
 
     def _restore(self) -> None:
         state = ckpt.load_training_state(self.run_dir)
+        saved_world, world = int(state.get("world_size", 1)), self.dist.world_size
+        if saved_world != world:
+            raise ConfigError(
+                f"cannot resume {self.run_dir}: it was trained by {saved_world} process(es) and this run has "
+                f"{world}; resume with the same total number of processes (torchrun --nnodes x --nproc_per_node)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.train.load_state_dict(state["data"])
-        ckpt.set_rng_state(state["rng"])
+        if self.dist.enabled:
+            self._set_rank_rng_state(state["rng_ranks"][self.dist.rank])
+        else:
+            ckpt.set_rng_state(state["rng"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.step, self.best, self.bad_evals = state["step"], state["best"], state["bad_evals"]
         self.history = state["history"]
         carry = state["carry"]
         if carry is not None:
             from rnnkit.nn.state import State
+
+            if self.dist.enabled:  # the global carry: keep this rank's lanes
+                carry = [None if t is None else t.narrow(-2, self.dist.rank * (t.shape[-2] // world),
+                                                         t.shape[-2] // world) for t in carry]
+            if self.device.type != "cpu":
+                carry = [None if t is None else t.to(self.device) for t in carry]
             self.carry = State(*carry)
 
     def _write_metrics(self) -> None:
-        if self.run_dir is None or not self.history:
+        if self.run_dir is None or not self.history or not self.is_main:
             return
         keys: list[str] = []
         for row in self.history:
@@ -162,7 +300,7 @@ class Trainer:
             return False
         was_training = self.model.training
         self.model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             metrics = self.evaluate_fn(self.model)
         self.model.train(was_training)
         # numbers go to metrics.csv; tables (per class, per type, confusion) are the task's to report
@@ -183,13 +321,24 @@ class Trainer:
             self.log(message)
         return self.config.patience is not None and self.bad_evals >= self.config.patience
 
+    def _evaluate_all_ranks(self, row: dict[str, Any]) -> bool:
+        """Rank 0 evaluates (the others wait); every rank gets its row, best and stop decision."""
+        stop = self._evaluate(row) if self.is_main else False
+        shared = distributed.broadcast_object((row, self.best, self.bad_evals, stop) if self.is_main else None)
+        new_row, self.best, self.bad_evals, stop = shared
+        if new_row is not row:  # rank 0 gets its own objects back
+            row.clear()
+            row.update(new_row)
+        return stop
+
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         """Train to ``total_steps`` (or early stop); returns the metric history."""
         from tqdm import tqdm
 
         cfg = self.config
-        torch.manual_seed(cfg.seed)
-        random.seed(cfg.seed)
+        world = self.dist.world_size
+        torch.manual_seed(cfg.seed + self.dist.rank)  # ranks draw their own dropout masks
+        random.seed(cfg.seed + self.dist.rank)
         if resume:
             self._restore()
             self.log(f"resumed at step {self.step} of {self.total_steps}")
@@ -201,43 +350,80 @@ class Trainer:
         run_loss, run_tokens, t0, window_tokens = 0.0, 0, time.perf_counter(), 0
         stop = timed_out = False
         deadline = None if cfg.max_time is None else time.monotonic() + 60 * cfg.max_time
+        loss_fn = self.ddp if self.ddp is not None else self.model.loss
         self.model.train()
         try:
             while self.step < self.total_steps and not stop:
                 if self.train.starts_epoch:
                     self.carry = None
-                batch = next(batches)
+                batch = self._to_device(next(batches))
                 factor = lr_factor(cfg, self.step, self.total_steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = cfg.lr * factor
-                out = self.model.loss(batch, self.carry)
+                with self._autocast():
+                    out = loss_fn(batch, self.carry)
                 count = int(out.num_tokens)
-                loss = out.loss / max(count, 1)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {loss.item()} at step {self.step + 1}; stopped without saving "
-                        "it, the last good checkpoint is kept. Try a lower --lr or --clip-norm.")
+                if self.ddp is None:
+                    loss = out.loss / max(count, 1)
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"the loss became {loss.item()} at step {self.step + 1}; stopped without saving "
+                            "it, the last good checkpoint is kept. Try a lower --lr or --clip-norm.")
+                else:
+                    # One all-reduce: the global loss sum and token count (and whether any rank ran out
+                    # of time), so every rank normalises by the global count and decides alike.
+                    weight = 0.0 if batch.num_tokens == 0 else 1.0  # a zero-weight stand-in row (see shard)
+                    late = deadline is not None and time.monotonic() > deadline
+                    g_loss, g_count, g_late = distributed.all_reduce_sum(
+                        [float(out.loss.detach()) * weight, count * weight, float(late)])
+                    if not math.isfinite(g_loss):
+                        raise TrainingError(
+                            f"the loss became {g_loss / max(g_count, 1)} at step {self.step + 1}; stopped "
+                            "without saving it, the last good checkpoint is kept. Try a lower --lr or --clip-norm.")
+                    # DDP averages gradients over ranks: scale by world / global count so the average is
+                    # the gradient of (global summed loss / global count), as one process would compute
+                    loss = out.loss * (weight * world / max(g_count, 1.0))
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
                 if cfg.clip_norm:
+                    if self.scaler is not None:
+                        self.scaler.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
-                self.optimizer.step()
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
                 self.carry = out.carry
                 self.step += 1
-                run_loss += float(out.loss.detach())
-                run_tokens += count
-                window_tokens += count
+                if self.ddp is None:
+                    run_loss += float(out.loss.detach())
+                    run_tokens += count
+                    window_tokens += count
+                else:
+                    run_loss += g_loss
+                    run_tokens += int(g_count)
+                    window_tokens += int(g_count)
                 elapsed = time.perf_counter() - t0
                 bar.update(1)
                 bar.set_postfix(loss=f"{run_loss / max(run_tokens, 1):.3f}",
                                 tok_s=f"{window_tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
-                timed_out = deadline is not None and time.monotonic() > deadline
+                if self.ddp is None:
+                    timed_out = deadline is not None and time.monotonic() > deadline
+                else:
+                    timed_out = g_late > 0
                 last = self.step == self.total_steps or timed_out
                 if self.step % eval_every == 0 or last:
                     row = {"step": self.step, "epoch": round(self.step / len(self.train), 3),
                            "lr": cfg.lr * factor, "train_loss": run_loss / max(run_tokens, 1),
                            "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1)}
-                    stop = self._evaluate(row) or timed_out
+                    if self.ddp is None:
+                        stop = self._evaluate(row) or timed_out
+                    else:
+                        stop = self._evaluate_all_ranks(row) or timed_out
                     self.history.append(row)
                     self._write_metrics()
                     run_loss, run_tokens, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
@@ -249,8 +435,9 @@ class Trainer:
             self.log(f"stopped at step {self.step}: --max-time of {cfg.max_time} minutes reached")
         elif stop:
             self.log(f"early stop at step {self.step}: no improvement in {cfg.patience} evaluations")
-        if self.evaluate_fn is None and self.run_dir is not None:
+        if self.evaluate_fn is None and self.run_dir is not None and self.is_main:
             ckpt.save_tensors(self.run_dir / ckpt.WEIGHTS, self.model.state_dict())
+        distributed.barrier()  # the other ranks read rank 0's files only once they are written
         return self.history
 
 

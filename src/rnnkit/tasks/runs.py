@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 
 from rnnkit import checkpoint as ckpt
+from rnnkit import distributed
 from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit.models import build_model
 from rnnkit.vocab import Vocab
@@ -40,16 +41,35 @@ def config_differences(saved: Mapping[str, Any], new: Mapping[str, Any], prefix:
     return out
 
 
+def main_log(log: Callable[[str], None]) -> Callable[[str], None]:
+    """``log`` on rank 0 (or in a single process); silence on the other ranks under torchrun."""
+    return log if distributed.is_main() else (lambda message: None)
+
+
+def on_main(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn`` once (rank 0 under torchrun) and hand every rank its result."""
+    return distributed.on_main(fn, *args, **kwargs)
+
+
 def prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool = False) -> None:
     """Create a fresh run folder, or check that ``config`` matches the one being resumed.
 
-    An existing run is replaced only when ``overwrite`` says so.
+    An existing run is replaced only when ``overwrite`` says so.  Under torchrun
+    rank 0 does it and every rank gets its verdict.  The device is not part of
+    a run's identity: a run may be resumed on another device.
     """
+    distributed.on_main(_prepare_run_dir, run_dir, config, resume, overwrite)
+
+
+def _prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
     cfg_path = run_dir / ckpt.CONFIG
     if resume:
         if not (run_dir / ckpt.LAST / ckpt.STATE).is_file():
             raise CheckpointError(f"cannot resume: {run_dir / ckpt.LAST / ckpt.STATE} does not exist")
         saved = ckpt.load_json(cfg_path)
+        saved_train = saved.setdefault("train", {})
+        saved_train.setdefault("precision", "fp32")  # runs made before these options existed
+        saved_train["device"] = config.get("train", {}).get("device", saved_train.get("device"))
         diff = config_differences(saved, config)
         if diff:
             raise ConfigError(f"cannot resume {run_dir}: the configuration differs in "

@@ -21,13 +21,14 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from rnnkit import checkpoint as ckpt
+from rnnkit import distributed
 from rnnkit.batching import SequenceBatches, seq2seq_batch
 from rnnkit.data import Pair, filter_by_length, read_cmudict, read_parallel, read_parallel_tsv, split_items
 from rnnkit.decoding import beam_search, greedy_search, generate
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import ErrorRates, TokenNLL, TranslationMetrics
 from rnnkit.models import Seq2Seq, Seq2SeqConfig
-from rnnkit.tasks.runs import open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import main_log, on_main, open_run, prepare_run_dir, run_config
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -210,13 +211,14 @@ def translate_ids(model: Seq2Seq, src: Sequence[Sequence[int]], pad_id: int, *, 
     order = sorted(range(len(src)), key=lambda i: len(src[i]))
     out: list[Any] = [None] * len(src)
     eos = model.config.tgt_eos_id
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s: s + batch_size]
             b = seq2seq_batch([src[i] for i in idx], None, pad_id, model.config.tgt_pad_id,
-                              model.config.tgt_bos_id, eos)
+                              model.config.tgt_bos_id, eos).to(device)
             state = model.encode(b.inputs, b.lengths)
-            lengths = torch.tensor([len(src[i]) for i in idx])
+            lengths = torch.tensor([len(src[i]) for i in idx], device=device)
             limit = model.max_lengths(lengths, max_len_ratio, max_len_extra)
             bos = model.start_tokens(len(idx), b.inputs.device)
             if sample:
@@ -247,8 +249,9 @@ def _score(model: Seq2Seq, codec: Codec, split: Split, cmudict: bool, beam: int 
     model.eval()
     nll = TokenNLL()
     with torch.inference_mode():
+        device = next(model.parameters()).device
         for batch in (batches or codec.batches(split, 128)).epoch_batches():
-            out = model.loss(batch)
+            out = model.loss(batch.to(device))
             nll.update(float(out.loss), int(out.num_tokens))
     src = [codec.src_ids(s) for s in split.src]
     decoded = translate_ids(model, src, codec.src_vocab.pad_id, beam=beam, length_penalty=length_penalty,
@@ -276,12 +279,13 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train a seq2seq model into run folder ``out``; returns the test (or validation) metrics."""
     out = Path(out)
+    log = main_log(log)
     cmudict = _format(data) == "cmudict"
     tr, va, te = read_splits(data)
     if resume:
         codec = _open_codec(out)
-    else:
-        codec = _build_codec(tr, data, cmudict)
+    else:  # built once (BPE is trained on rank 0 under torchrun) and handed to every rank
+        codec = _codec_from_dict(on_main(lambda: _codec_dict(_build_codec(tr, data, cmudict))))
     src_ids = [codec.src_ids(s) for s in tr.src]
     tgt_ids = [codec.tgt_ids(t) for t in tr.tgt]
     keep, report = filter_by_length([len(s) for s in src_ids], [len(t) for t in tgt_ids],
@@ -304,7 +308,7 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
     config = run_config("seq2seq", "seq2seq", model=mcfg, data=data, train=train, cmudict=cmudict)
     prepare_run_dir(out, config, resume, overwrite)
     if not resume:
-        _save_codec(out, codec)
+        on_main(_save_codec, out, codec)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {mcfg.num_layers}-layer {'bi' if mcfg.bidirectional else 'uni'}directional {mcfg.cell.upper()} "
         f"encoder, hidden {mcfg.hidden_size}, attention {mcfg.attention}"
@@ -322,6 +326,8 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
     t0 = time.perf_counter()
     trainer.fit(resume=resume)
     result: dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "parameters": n_params}
+    if not distributed.is_main():
+        return result  # rank 0 scores the test set and writes the report
     ckpt.load_weights_into(model, out / ckpt.WEIGHTS)
     model.eval()
     split_name, final = ("test", te) if te else ("validation", va)
@@ -350,6 +356,18 @@ def _save_codec(out: Path, codec: Codec) -> None:
     codec.src_vocab.save(out / "src_vocab.json")
     codec.tgt_vocab.save(out / "tgt_vocab.json")
     ckpt.save_json(out / "tokenizers.json", {"src": codec.src_tok.to_config(), "tgt": codec.tgt_tok.to_config()})
+
+
+def _codec_dict(codec: Codec) -> dict[str, Any]:
+    return {"src": codec.src_tok.to_config(), "tgt": codec.tgt_tok.to_config(),
+            "src_vocab": codec.src_vocab.to_dict(), "tgt_vocab": codec.tgt_vocab.to_dict(),
+            "shared": codec.src_vocab is codec.tgt_vocab}
+
+
+def _codec_from_dict(d: dict[str, Any]) -> Codec:
+    src_vocab = Vocab.from_dict(d["src_vocab"])
+    tgt_vocab = src_vocab if d["shared"] else Vocab.from_dict(d["tgt_vocab"])
+    return Codec(tokenizer_from_config(d["src"]), tokenizer_from_config(d["tgt"]), src_vocab, tgt_vocab)
 
 
 def _open_codec(out: Path) -> Codec:

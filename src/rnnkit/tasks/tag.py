@@ -20,7 +20,8 @@ from rnnkit.data import Sentence, read_conll, read_conllu, read_tokens, write_co
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import Accuracy, EntityF1
 from rnnkit.models import Tagger, TaggerConfig
-from rnnkit.tasks.runs import load_pretrained, open_run, prepare_run_dir, run_config
+from rnnkit import distributed
+from rnnkit.tasks.runs import load_pretrained, main_log, on_main, open_run, prepare_run_dir, run_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
 
@@ -108,7 +109,9 @@ def evaluate_model(model, batches: SequenceBatches, enc: Encoder, entity: bool) 
     f1 = EntityF1("BIOES" if any(t[:2] in ("E-", "S-") for t in enc.tags.tokens) else "BIO") if entity else None
     total = count = 0.0
     preds_all = []
+    device = next(model.parameters()).device
     for batch in batches.epoch_batches():
+        batch = batch.to(device)
         out = model.loss(batch)
         total, count = total + float(out.loss), count + int(out.num_tokens)
         pred = model.predict(batch.inputs, lengths=batch.lengths, mask=batch.mask, chars=batch.chars)
@@ -128,11 +131,12 @@ def _predict_sentences(model, enc: Encoder, sents: Sequence[Sentence], batch_siz
     """Predicted tags per sentence, in input order."""
     order = sorted(range(len(sents)), key=lambda i: len(sents[i].tokens))
     out: list[Optional[list[str]]] = [None] * len(sents)
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s: s + batch_size]
             b = tag_batch([enc.word_ids(sents[i].tokens) for i in idx], None, enc.words.pad_id,
-                          chars=[enc.char_ids(sents[i].tokens) for i in idx], char_pad_id=enc.chars.pad_id)
+                          chars=[enc.char_ids(sents[i].tokens) for i in idx], char_pad_id=enc.chars.pad_id).to(device)
             for i, row in zip(idx, model.predict(b.inputs, lengths=b.lengths, mask=b.mask, chars=b.chars)):
                 out[i] = enc.tags.decode(row)
     return out  # type: ignore[return-value]
@@ -152,6 +156,7 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
     if not data.train:
         raise ConfigError("give --train: a CoNLL-U or CoNLL-2003-style file")
     out = Path(out)
+    log = main_log(log)
     tr = read_sentences(data.train, data)
     va = read_sentences(data.valid, data) if data.valid else []
     te = read_sentences(data.test, data) if data.test else []
@@ -178,8 +183,7 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
     config = run_config("tag", "tagger", model=mcfg, data=data, train=train, entity=entity)
     prepare_run_dir(out, config, resume, overwrite)
     if not resume:
-        for name, v in (("vocab", words), ("chars", chars), ("tags", tags)):
-            v.save(out / f"{name}.json")
+        on_main(_save_vocabs, out, {"vocab": words, "chars": chars, "tags": tags})
     if data.embeddings and not resume:
         load_pretrained(model, data.embeddings, words.tokens, train.seed, log)
     n_params = sum(p.numel() for p in model.parameters())
@@ -193,6 +197,8 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
     t0 = time.perf_counter()
     trainer.fit(resume=resume)
     result: dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "parameters": n_params}
+    if not distributed.is_main():
+        return result  # rank 0 scores the test set and writes the report
     ckpt.load_weights_into(model, out / ckpt.WEIGHTS)
     model.eval()
     split, final, path = ("test", te, data.test) if te else ("validation", va, data.valid)
@@ -207,6 +213,11 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
             f"predictions in {out / f'{split}.predictions.{fmt}'}")
     ckpt.save_json(out / "report.json", result)
     return result
+
+
+def _save_vocabs(out: Path, vocabs: dict[str, Vocab]) -> None:
+    for name, v in vocabs.items():
+        v.save(out / f"{name}.json")
 
 
 def _open(run: str | Path):
