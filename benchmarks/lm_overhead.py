@@ -4,6 +4,9 @@ One process, contestants interleaved round by round, medians reported as ratios.
 
     python benchmarks/lm_overhead.py            # full: hidden 256 and 512, batch 64, 128 steps
     python benchmarks/lm_overhead.py --quick    # small shapes, under a minute
+    python benchmarks/lm_overhead.py --device cuda [--precision bf16]   # on a GPU: vs cuDNN's LSTM
+
+On a GPU the bare loop's ``torch.nn.LSTM`` runs cuDNN, and so does rnnkit's fused backend.
 
 Writes benchmarks/results/lm_overhead[-quick].json and prints a table.
 """
@@ -40,46 +43,55 @@ class BareLM(nn.Module):
         return self.out(y), hx
 
 
-def bare_steps(model, opt, data, n):
+def bare_steps(model, opt, data, n, device="cpu", dtype=None):
     """n training steps of the hand-written loop (TBPTT, clipping, Adam)."""
     it, hx = iter(data), None
     for _ in range(n):
         b = next(it)
-        logits, hx = model(b.inputs, hx)
+        inputs, targets = b.inputs.to(device, non_blocking=True), b.targets.to(device, non_blocking=True)
+        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
+            logits, hx = model(inputs, hx)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, VOCAB).float(), targets.reshape(-1))
         hx = tuple(h.detach() for h in hx)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, VOCAB), b.targets.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
 
 
-def rnnkit_steps(model, data, n):
+def rnnkit_steps(model, data, n, device="cpu", precision="fp32"):
     """n steps through rnnkit's Trainer, exactly as `rnnkit train lm` runs them (no eval, no files)."""
-    cfg = TrainConfig(max_steps=n, lr=2e-3, clip_norm=5.0, eval_every=10 ** 9)
+    cfg = TrainConfig(max_steps=n, lr=2e-3, clip_norm=5.0, eval_every=10 ** 9, device=str(device),
+                      precision=precision)
     Trainer(model, cfg, data, progress=False, log=lambda s: None).fit()
 
 
 def timed(fn, *args) -> float:
     t = time.perf_counter()
     fn(*args)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()  # GPU work is asynchronous: count it before stopping the clock
     return time.perf_counter() - t
 
 
-def run(hidden: int, layers: int, embed: int, batch: int, seq: int, steps: int, rounds: int) -> dict:
+def run(hidden: int, layers: int, embed: int, batch: int, seq: int, steps: int, rounds: int,
+        device: str = "cpu", precision: str = "fp32") -> dict:
     torch.manual_seed(0)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     ids = torch.randint(0, VOCAB, (batch * seq * (steps + 2) + batch,))
     data = lambda: StreamBatches(ids, batch, seq)  # noqa: E731
-    bare = BareLM(hidden, layers, embed)
+    bare = BareLM(hidden, layers, embed).to(device)
     bare_opt = torch.optim.Adam(bare.parameters(), lr=2e-3)
     cfg = dict(vocab_size=VOCAB, hidden_size=hidden, num_layers=layers, embedding_size=embed)
     fused = LanguageModel(LanguageModelConfig(**cfg))
     ref = LanguageModel(LanguageModelConfig(**cfg, backend="reference"))
     contestants = {
-        "bare torch.nn.LSTM loop": lambda: bare_steps(bare, bare_opt, data(), steps),
-        "rnnkit (fused)": lambda: rnnkit_steps(fused, data(), steps),
-        "rnnkit (reference cells)": lambda: rnnkit_steps(ref, data(), steps),
+        "bare torch.nn.LSTM loop": lambda: bare_steps(bare, bare_opt, data(), steps, device, dtype),
+        "rnnkit (fused)": lambda: rnnkit_steps(fused, data(), steps, device, precision),
+        "rnnkit (reference cells)": lambda: rnnkit_steps(ref, data(), steps, device, precision),
     }
+    if torch.device(device).type != "cpu":  # the step-by-step cells are for teaching, not for GPUs
+        del contestants["rnnkit (reference cells)"]
     for fn in contestants.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in contestants}
@@ -101,6 +113,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | mps [cpu]")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,10 +122,14 @@ def main() -> None:
         shapes = [dict(hidden=128, layers=2, embed=32, batch=32, seq=32, steps=5, rounds=3)]
     else:
         shapes = [dict(hidden=h, layers=2, embed=64, batch=64, seq=128, steps=8, rounds=5) for h in (256, 512)]
-    results = [run(**s) for s in shapes]
+    results = [run(**s, device=args.device, precision=args.precision) for s in shapes]
+    machine = f"{platform.machine()}, {torch.get_num_threads()} threads"
+    if torch.device(args.device).type == "cuda":
+        machine = torch.cuda.get_device_name() + f", {args.precision}"
     report = {"benchmark": "lm_overhead", "torch": torch.__version__, "threads": args.threads,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "results": results}
-    out = args.out or Path(__file__).parent / "results" / f"lm_overhead{'-quick' if args.quick else ''}.json"
+              "device": args.device, "precision": args.precision, "machine": machine, "results": results}
+    suffix = ("-quick" if args.quick else "") + ("" if args.device == "cpu" else f"-{args.device}-{args.precision}")
+    out = args.out or Path(__file__).parent / "results" / f"lm_overhead{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{'shape':32} {'contestant':26} {'tokens/s':>10} {'vs bare':>8}")
