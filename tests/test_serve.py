@@ -125,6 +125,7 @@ def test_models_lists_every_run_with_its_task(client):
     assert {"B-PER", "I-LOC", "O"} <= set(info["tiny-tag"]["tags"]) and info["tiny-tag"]["entity"] is True
     assert info["tiny-seq2seq"]["attention"] is True and info["tiny-seq2seq"]["beam"] == 3
     assert info["tiny-lm"]["labels"] == [] and info["tiny-lm"]["tokenizer"] == "char"
+    assert (info["tiny-lm"]["cell"], info["tiny-lm"]["num_layers"], info["tiny-lm"]["hidden_size"]) == ("lstm", 1, 16)
 
 
 def test_classify_equals_task_predict(client, runs):
@@ -191,6 +192,92 @@ def test_translate_equals_translator(client, runs):
     assert greedy["translation"] == t.translate(["cow fish"], beam=1)[0][0][0] and greedy["attention"] is None
 
 
+INSPECT_TEXT = "the cat sat on the mat.\nthe dog ran."
+
+
+def _trace_directly(run, text, label=None):
+    """``rnnkit.tasks.inspect.trace`` run on the run's model, by hand: the tokens and the top layer's traces."""
+    import torch
+
+    from rnnkit.tasks.inspect import trace
+    from rnnkit.tasks.lm import _open
+
+    config, model, vocab, tok, _ = _open(run)
+    tokens = tok.tokenize(text)
+    lab = torch.tensor([config["labels"].index(label)]) if label is not None else None
+    with torch.no_grad():
+        x = model._inputs(torch.tensor([vocab.encode(tokens)]), lab)[0]
+        return tokens, trace(model.rnn, x)[-1]
+
+
+def _check_against_trace(body, traced):
+    hidden = traced["hidden"]
+    assert set(body["activations"]) == {str(u) for u in body["units"]}
+    for u in body["units"]:
+        assert body["activations"][str(u)] == pytest.approx(hidden[:, u].tolist(), abs=1e-4)
+    for gate, values in body["gates"].items():
+        assert values == pytest.approx(traced[gate][:, body["units"][0]].tolist(), abs=1e-4)
+    assert len(body["top_units"]) == hidden.shape[0]
+    for row, pairs in zip(hidden, body["top_units"]):
+        assert [u for u, _ in pairs] == row.abs().argsort(descending=True)[:5].tolist()
+        assert [v for _, v in pairs] == pytest.approx([float(row[u]) for u, _ in pairs], abs=1e-4)
+
+
+def test_inspect_equals_trace_and_inspect_run(client, runs, tmp_path):
+    from rnnkit.tasks.inspect import inspect_run
+
+    r = client.post("/api/inspect", json={"model": "tiny-lm", "text": INSPECT_TEXT})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    tokens, traced = _trace_directly(runs["lm"], INSPECT_TEXT)
+    assert body["tokens"] == tokens == list(INSPECT_TEXT) and body["truncated"] is False
+    assert (body["model"], body["layer"], body["cell"], body["hidden_size"]) == ("tiny-lm", 0, "lstm", 16)
+    assert set(body["gates"]) == {"input gate", "forget gate", "output gate"}
+    _check_against_trace(body, traced)
+    # the units and correlations are those `rnnkit inspect` chooses and prints
+    cli = inspect_run(runs["lm"], INSPECT_TEXT, tmp_path / "inspect.png")
+    assert 1 <= len(body["units"]) <= 4 and body["units"] == cli["units"] and body["layer"] == cli["layer"]
+    assert body["correlations"] == {k: [list(p) for p in v] for k, v in cli["correlations"].items()}
+    assert {"position in line", "start of word", "vowel"} <= set(body["correlations"])
+
+
+def test_inspect_given_units_layer_and_token_cap(client, runs, monkeypatch):
+    import rnnkit.serve
+
+    req = {"model": "tiny-lm", "text": INSPECT_TEXT, "units": [7, 2, 7], "layer": 0}
+    body = client.post("/api/inspect", json=req).json()
+    assert body["units"] == [7, 2] and list(body["activations"]) == ["7", "2"]
+    _check_against_trace(body, _trace_directly(runs["lm"], INSPECT_TEXT)[1])  # gates of unit 7
+    monkeypatch.setattr(rnnkit.serve, "INSPECT_MAX_TOKENS", 10)
+    body = client.post("/api/inspect", json={**req, "units": [1]}).json()
+    assert body["tokens"] == list(INSPECT_TEXT[:10]) and body["truncated"] is True
+    assert len(body["activations"]["1"]) == len(body["top_units"]) == len(body["gates"]["forget gate"]) == 10
+
+
+def test_label_conditioned_lm_generates_and_inspects_for_a_label(tmp_path):
+    from rnnkit.tasks.lm import generate
+
+    names = tmp_path / "names"
+    names.mkdir()
+    (names / "short.txt").write_text("ab\nba\naab\n" * 5, encoding="utf-8")
+    (names / "long.txt").write_text("abba\nbaab\nabab\n" * 5, encoding="utf-8")
+    run = tmp_path / "names-lm"
+    assert main(["train", "lm", "--data", str(names), "--out", str(run), "--max-steps", "3", "--hidden", "8",
+                 "--layers", "2", "--cell", "gru", "--batch-size", "4", "--sample-length", "0", "--no-progress",
+                 "--threads", "1"]) == 0
+    with TestClient(create_app([run])) as c:
+        gen = {"model": "names-lm", "text": "", "length": 6, "seed": 1, "label": "long"}
+        assert c.post("/api/generate", json=gen).json()["results"][0]["samples"] == generate(
+            run, length=6, seed=1, label="long")
+        r = c.post("/api/generate", json={**gen, "label": None})
+        assert r.status_code == 422 and 'give "label", one of [\'long\', \'short\']' in r.json()["detail"]
+        r = c.post("/api/inspect", json={"model": "names-lm", "text": "abba"})
+        assert r.status_code == 422 and "reads text for a label" in r.json()["detail"]
+        body = c.post("/api/inspect", json={"model": "names-lm", "text": "abba", "label": "short"}).json()
+    assert body["cell"] == "gru" and body["layer"] == 1 and set(body["gates"]) == {"reset gate", "update gate"}
+    _check_against_trace(body, _trace_directly(run, "abba", label="short")[1])
+
+
 BAD = [
     # (endpoint, raw body, status, words the message must hold)
     ("classify", "{not json", 400, "not valid JSON"),
@@ -218,6 +305,16 @@ BAD = [
     ("generate", {"model": "tiny-lm", "text": "the", "label": "x"}, 422, "not conditioned on a label"),
     ("translate", {"model": "tiny-seq2seq", "text": "cat", "beam": 2, "n_best": 3}, 422, "n_best"),
     ("translate", {"model": "tiny-seq2seq", "text": "cat", "beam": 99}, 422, "beam"),
+    ("inspect", {"model": "tiny-classify", "text": "great film"}, 400, "/api/classify"),
+    ("inspect", {"model": "tiny-lm", "text": "the Q cat"}, 422, "vocabulary lacks: 'Q'"),
+    ("inspect", {"model": "tiny-lm", "text": "t"}, 422, "at least two tokens"),
+    ("inspect", {"model": "tiny-lm", "text": "   "}, 422, "text: empty"),
+    ("inspect", {"model": "tiny-lm", "text": ["the cat"]}, 422, "text: Input should be a valid string"),
+    ("inspect", {"model": "tiny-lm", "text": "t" * 201}, 413, "201 characters; the limit is 200"),
+    ("inspect", {"model": "tiny-lm", "text": "the cat", "layer": 1}, 422, "layer: must be in [0, 1)"),
+    ("inspect", {"model": "tiny-lm", "text": "the cat", "units": [3, 16]}, 422, "units: must be in [0, 16), got [16]"),
+    ("inspect", {"model": "tiny-lm", "text": "the cat", "units": []}, 422, "units"),
+    ("inspect", {"model": "tiny-lm", "text": "the cat", "label": "x"}, 422, "not conditioned on a label"),
 ]
 
 
@@ -250,14 +347,17 @@ def test_unknown_pages_and_methods(client):
 def test_playground_page_and_openapi(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for id_ in ("model", "text", "run", "bars", "tokens", "legend", "translation", "heatmap", "generated", "error"):
+    for id_ in ("model", "text", "run", "bars", "tokens", "legend", "translation", "heatmap", "generated", "error",
+                "mode-inspect", "layer", "units", "inspect-unit", "inspect-text", "inspect-hover", "correlations"):
         assert f'id="{id_}"' in page.text
     assert "://" not in page.text  # nothing from outside: the page works without internet
     js = client.get("/static/playground.js")
     assert js.status_code == 200 and "api/models" in js.text
     assert client.get("/static/playground.css").status_code == 200
     schema = client.get("/openapi.json").json()
-    assert {"/api/models", "/api/generate", "/api/classify", "/api/tag", "/api/translate"} <= set(schema["paths"])
+    assert {"/api/models", "/api/generate", "/api/inspect", "/api/classify", "/api/tag",
+            "/api/translate"} <= set(schema["paths"])
+    assert {"text", "layer", "units", "label"} <= set(schema["components"]["schemas"]["InspectRequest"]["properties"])
     gen = schema["components"]["schemas"]["GenerateRequest"]["properties"]
     assert {"model", "text", "temperature", "top_p", "top_k", "seed", "num_samples", "label"} <= set(gen)
     assert "TranslateResponse" in schema["components"]["schemas"]

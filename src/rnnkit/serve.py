@@ -5,6 +5,9 @@ memory.  Endpoints (OpenAPI schema at ``/openapi.json``, Swagger UI at ``/docs``
 
 * ``GET  /api/models``    the loaded models: name (the run folder's name), task and what the task needs
 * ``POST /api/generate``  language models: continuations of a prime text (temperature, top-k, top-p)
+* ``POST /api/inspect``   language models: what ``rnnkit inspect`` draws, as JSON: per token the hidden state
+                          of chosen units, the first unit's gates, the units most active at each token, and
+                          the units most correlated with simple features of the text
 * ``POST /api/classify``  classifiers: label and class probabilities
 * ``POST /api/tag``       taggers: a tag per whitespace-separated token, one sentence per line
 * ``POST /api/translate`` seq2seq: n-best translations and the attention weights of the best one
@@ -12,7 +15,8 @@ memory.  Endpoints (OpenAPI schema at ``/openapi.json``, Swagger UI at ``/docs``
 
 A request names a ``model`` and carries ``text``: one string or a list of up to
 ``max_batch`` strings of at most ``max_chars`` characters each; ``results``
-holds one entry per text, in order.  Bad requests get a 4xx answer whose
+holds one entry per text, in order (``/api/inspect`` reads one string and
+answers for it alone).  Bad requests get a 4xx answer whose
 ``detail`` is a message saying what was wrong; the server goes on serving.
 
 FastAPI, pydantic and uvicorn are imported when an app is built, so that
@@ -29,6 +33,9 @@ from rnnkit.errors import ConfigError, RnnkitError
 PLAYGROUND = Path(__file__).parent / "playground"
 TASK_ENDPOINTS = {"lm": "generate", "classify": "classify", "tag": "tag", "seq2seq": "translate"}
 MAX_BEAM = 16
+INSPECT_MAX_TOKENS = 400  # POST /api/inspect reads at most this many tokens of the text (as ``rnnkit inspect``)
+MAX_UNITS = 16            # units one inspect request may ask for
+TOP_UNITS = 5             # units listed per token by POST /api/inspect
 
 
 class RequestError(RnnkitError):
@@ -61,55 +68,68 @@ class _LM(_Loaded):
     def __init__(self, name: str, run: Path) -> None:
         from rnnkit.tasks import lm
 
-        config, self.model, self.vocab, self.tok, self.data = lm._open(run)
+        self.opened = lm._open(run)  # (config, model, vocab, tokenizer, data config), as the task functions take
+        config, self.model, self.vocab, self.tok, self.data = self.opened
         super().__init__(name, run, config)
         self.labels: list[str] = config.get("labels") or []
+        q = repr(name).replace("{", "{{").replace("}", "}}")  # the messages are format templates
+        # rnnkit.tasks.lm.generate_from's messages, worded for the API (its defaults name the CLI's options)
+        self.wording = {
+            "unknown_tokens": "the text has {count} token(s) the model's vocabulary lacks: {tokens}",
+            "label_needed": f"model {q} generates for a label: give \"label\", one of {{labels}}",
+            "unknown_label": f"unknown label {{label!r}}; model {q} knows {{labels}}",
+            "no_label": f"model {q} is not conditioned on a label: leave \"label\" out",
+            "empty_prime": f"model {q} needs a non-empty text to continue",
+        }
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "labels": self.labels, "tokenizer": self.data.tokenizer}
+        rnn = self.model.rnn
+        return {**super().info(), "labels": self.labels, "tokenizer": self.data.tokenizer, "cell": rnn.mode,
+                "num_layers": rnn.num_layers, "hidden_size": rnn.hidden_size}
 
     def generate(self, prime: str, *, length: int, temperature: float, top_k: Optional[int],
                  top_p: Optional[float], seed: Optional[int], num_samples: int, label: Optional[str]) -> list[str]:
-        """As :func:`rnnkit.tasks.lm.generate`, on the model already in memory (messages worded for the API)."""
+        """:func:`rnnkit.tasks.lm.generate_from` on the model in memory (bad input: a 422 RequestError)."""
         import torch
 
-        from rnnkit.decoding import generate as generate_ids, validate_sampling
-        from rnnkit.tasks.lm import UNK
+        from rnnkit.tasks.lm import generate_from
 
-        validate_sampling(temperature, top_k, top_p)
-        vocab, tok = self.vocab, self.tok
-        prime_tokens = tok.tokenize(prime.lower() if self.data.lower else prime)
-        unknown = sorted({t for t in prime_tokens if t not in vocab or t == UNK})
-        if unknown:
-            raise RequestError(f"the text has {len(unknown)} token(s) the model's vocabulary lacks: "
-                               + ", ".join(repr(t) for t in unknown[:10]))
-        lab = None
-        if self.labels:
-            if label is None:
-                raise RequestError(f"model {self.name!r} generates for a label: give \"label\", one of {self.labels}")
-            if label not in self.labels:
-                raise RequestError(f"unknown label {label!r}; model {self.name!r} knows {self.labels}")
-            lab = torch.full((num_samples,), self.labels.index(label), dtype=torch.long)
-            prime_ids = [vocab.bos_id, *vocab.encode(prime_tokens)]
-        elif label is not None:
-            raise RequestError(f"model {self.name!r} is not conditioned on a label: leave \"label\" out")
-        else:
-            if not prime_tokens:
-                raise RequestError(f"model {self.name!r} needs a non-empty text to continue")
-            prime_ids = vocab.encode(prime_tokens)
-        prime_t = torch.tensor(prime_ids, dtype=torch.long).expand(num_samples, -1)
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        model = self.model
-        step = (lambda tokens, state: model.step(tokens, state, lab)) if lab is not None else model.step
-        with self.lock, torch.inference_mode():
-            ids = generate_ids(step, None, prime_t, length, temperature=temperature, top_k=top_k, top_p=top_p,
-                               generator=gen, eos_id=vocab.eos_id if self.labels else None)
-        texts = []
-        for row in ids.tolist():
-            if self.labels and vocab.eos_id in row:
-                row = row[: row.index(vocab.eos_id)]
-            texts.append(tok.detokenize(prime_tokens + vocab.decode(row)))
-        return texts
+        try:
+            with self.lock, torch.inference_mode():
+                return generate_from(self.opened, prime=prime, length=length, temperature=temperature,
+                                     top_k=top_k, top_p=top_p, seed=seed, num_samples=num_samples, label=label,
+                                     wording=self.wording)
+        except ConfigError as e:
+            raise RequestError(str(e)) from None
+
+    def inspect(self, text: str, *, layer: int, units: Optional[Sequence[int]], label: Optional[str],
+                max_tokens: int) -> dict[str, Any]:
+        """What ``rnnkit inspect`` computes (:func:`rnnkit.tasks.inspect.inspect_run`: the same tokens, inputs,
+        correlations and choice of units), as JSON instead of a picture; see ``POST /api/inspect``."""
+        from rnnkit.tasks.inspect import GATE_NAMES, read_text
+
+        try:
+            with self.lock:
+                r = read_text(self.opened, text, units=units, layer=layer, label=label, max_tokens=max_tokens)
+        except ConfigError as e:
+            raise RequestError(str(e)) from None
+        rnn, hidden, units, H = self.model.rnn, r.traced["hidden"], r.units, self.model.rnn.hidden_size
+        tokens, truncated, layer, traced, corr = r.tokens, r.truncated, r.layer, r.traced, r.correlations
+
+        def r4(values: Any) -> list[float]:
+            return [round(v, 4) for v in values.tolist()]
+
+        top = hidden.abs().topk(min(TOP_UNITS, H), dim=1).indices  # (T, k): the units largest in |activation|
+        top_values = hidden.gather(1, top)  # (T, k)
+        return {
+            "tokens": tokens, "truncated": truncated, "layer": layer, "cell": rnn.mode, "hidden_size": H,
+            "units": units,
+            "activations": {str(u): r4(hidden[:, u]) for u in units},
+            "gates": {g: r4(traced[g][:, units[0]]) for g in GATE_NAMES.get(rnn.mode, ())},
+            "correlations": {name: [[u, r] for u, r in pairs] for name, pairs in corr.items()},
+            "top_units": [[[u, round(v, 4)] for u, v in zip(us, vs)]
+                          for us, vs in zip(top.tolist(), top_values.tolist())],
+        }
 
 
 class _Classifier(_Loaded):
@@ -126,24 +146,11 @@ class _Classifier(_Loaded):
         return {**super().info(), "labels": self.labels}
 
     def classify(self, texts: Sequence[str], batch_size: int = 64) -> list[dict[str, Any]]:
-        """As :func:`rnnkit.tasks.classify.predict` (same batching, same rounding), on the model in memory."""
-        import torch
+        """:func:`rnnkit.tasks.classify.predict_with` on the model in memory."""
+        from rnnkit.tasks.classify import predict_with
 
-        from rnnkit.batching import classify_batch
-
-        seqs = self.enc(texts)
-        out: list[Any] = [None] * len(texts)
-        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-        with self.lock, torch.inference_mode():
-            for s in range(0, len(order), batch_size):
-                idx = order[s: s + batch_size]
-                b = classify_batch([seqs[i] for i in idx], None, self.enc.vocab.pad_id)
-                probs = self.model.predict_proba(b.inputs, lengths=b.lengths, mask=b.mask)
-                for row, i in zip(probs.tolist(), idx):
-                    best = max(range(len(row)), key=row.__getitem__)
-                    out[i] = {"text": texts[i], "label": self.labels[best],
-                              "probs": {l: round(p, 6) for l, p in zip(self.labels, row)}}
-        return out
+        with self.lock:
+            return predict_with(self.model, self.enc, self.labels, texts, batch_size)
 
 
 class _Tagger(_Loaded):
@@ -291,6 +298,15 @@ def _schemas(max_chars: int, max_batch: int):
                                                                                "(default: the run's)")
         attention: bool = Field(True, description="include the attention weights of the best translation")
 
+    class InspectRequest(_Request):
+        text: str = Field(description=f"the text to read (at least two tokens; at most {max_chars} characters, "
+                                      f"of which the first {INSPECT_MAX_TOKENS} tokens are read)")
+        layer: int = Field(-1, description="the recurrent layer, from 0 (negative: from the top; -1 the top one)")
+        units: Optional[list[int]] = Field(None, min_length=1, max_length=MAX_UNITS,
+                                           description="hidden units to report (default: as `rnnkit inspect`, up "
+                                                       "to 4 units that correlate best with the text's features)")
+        label: Optional[str] = Field(None, description="label-conditioned models: the label to read the text for")
+
     class ErrorResponse(BaseModel):
         detail: str = Field(description="what was wrong with the request")
 
@@ -305,6 +321,9 @@ def _schemas(max_chars: int, max_batch: int):
         labels: Optional[list[str]] = Field(None, description="classify: the classes; lm: the labels it is "
                                                               "conditioned on (empty: none)")
         tokenizer: Optional[str] = Field(None, description="lm: char | word")
+        cell: Optional[str] = Field(None, description="lm: the recurrent cell (lstm | gru | rnn_tanh | rnn_relu)")
+        num_layers: Optional[int] = Field(None, description="lm: recurrent layers")
+        hidden_size: Optional[int] = Field(None, description="lm: units per layer")
         tags: Optional[list[str]] = Field(None, description="tag: the tag set")
         entity: Optional[bool] = Field(None, description="tag: entity chunk tags (B-/I-/E-/S-)")
         attention: Optional[bool] = Field(None, description="seq2seq: whether the model has attention weights")
@@ -322,6 +341,25 @@ def _schemas(max_chars: int, max_batch: int):
     class GenerateResponse(BaseModel):
         model: str
         results: list[Generated]
+
+    class InspectResponse(BaseModel):
+        model: str
+        tokens: list[str] = Field(description="the tokens read, in order (one per character for a char model)")
+        truncated: bool = Field(description=f"whether the text had more than {INSPECT_MAX_TOKENS} tokens "
+                                            "(only those were read)")
+        layer: int = Field(description="the layer read, counted from 0")
+        cell: str = Field(description="lstm | gru | rnn_tanh | rnn_relu")
+        hidden_size: int
+        units: list[int] = Field(description="the units reported, in order")
+        activations: dict[str, list[float]] = Field(description="unit -> its hidden state after each token")
+        gates: dict[str, list[float]] = Field(description="the first unit's gates after each token: input, forget "
+                                                          "and output gate (LSTM), reset and update gate (GRU), "
+                                                          "none for a plain RNN")
+        correlations: dict[str, list[tuple[int, float]]] = Field(
+            description="feature of the position (inside quotes, position in line, ...) -> the 3 units whose "
+                        "hidden state correlates most with it: [unit, Pearson r], by |r|")
+        top_units: list[list[tuple[int, float]]] = Field(
+            description=f"per token, the {TOP_UNITS} units with the largest |hidden state| there: [unit, value]")
 
     class Classified(BaseModel):
         text: str
@@ -491,6 +529,14 @@ def create_app(runs: Sequence[Union[str, Path]], max_chars: int = 2000, max_batc
                                                       num_samples=req.num_samples, label=req.label)}
                    for t in texts]
         return {"model": m.name, "results": results}
+
+    @app.post("/api/inspect", summary="Hidden units and gates of a language model over a text", tags=["api"],
+              response_model=S.InspectResponse, responses=errors)
+    def inspect(req: S.InspectRequest):  # type: ignore[name-defined]
+        m = _model(req.model, "lm")
+        (text,), _ = _texts(req.text)
+        return {"model": m.name, **m.inspect(text, layer=req.layer, units=req.units, label=req.label,
+                                             max_tokens=INSPECT_MAX_TOKENS)}
 
     @app.post("/api/classify", summary="Label texts with a classifier", tags=["api"],
               response_model=S.ClassifyResponse, responses=errors)

@@ -22,7 +22,7 @@ from rnnkit.data import Example, read_classification, stratified_kfold, stratifi
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import ClassificationMetrics
 from rnnkit.models import Classifier, ClassifierConfig
-from rnnkit.tasks.runs import load_pretrained, open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import load_pretrained, main_log, on_main, open_run, prepare_run_dir, run_config
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -103,7 +103,9 @@ def evaluate_model(model, batches: SequenceBatches, num_classes: int, labels: Se
     """Accuracy, macro-F1, per-class scores and confusion matrix, plus the mean loss."""
     metrics = ClassificationMetrics(num_classes, list(labels))
     total = count = 0.0
+    device = next(model.parameters()).device
     for batch in batches.epoch_batches():
+        batch = batch.to(device)
         logits = model(batch.inputs, lengths=batch.lengths, mask=batch.mask)  # (B, C)
         total += float(torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum"))
         count += len(batch.labels)
@@ -120,8 +122,9 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
     tokenizer = _make_tokenizer(data)
     if resume:
         tokenizer = tokenizer_from_config(ckpt.load_json(out / "tokenizer.json"))
-    elif getattr(tokenizer, "needs_training", False):
-        tokenizer.train(ex.text for ex in tr)
+    elif getattr(tokenizer, "needs_training", False):  # trained once (rank 0 under torchrun), shared
+        tokenizer = tokenizer_from_config(on_main(lambda: (tokenizer.train(ex.text for ex in tr),
+                                                           tokenizer.to_config())[1]))
     labels = sorted({ex.label for ex in tr if ex.label is not None})
     _check_labels(tr, labels)
     _check_labels(va, labels)
@@ -145,8 +148,8 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
                         **(extra_config or {}))
     prepare_run_dir(out, config, resume, overwrite)
     if not resume:
-        vocab.save(out / "vocab.json")
-        ckpt.save_json(out / "tokenizer.json", tokenizer.to_config())
+        on_main(vocab.save, out / "vocab.json")
+        on_main(ckpt.save_json, out / "tokenizer.json", tokenizer.to_config())
     if data.embeddings and not resume:
         load_pretrained(model, data.embeddings, vocab.tokens, train.seed, log)
     log(f"model: {mcfg.num_layers}-layer {'bi' if mcfg.bidirectional else 'uni'}directional "
@@ -162,6 +165,12 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
     t0 = time.perf_counter()
     trainer.fit(resume=resume)
     seconds = time.perf_counter() - t0
+    return on_main(_finish, model, out, enc, vocab, labels, lab_id, va, te, seconds, log)
+
+
+def _finish(model, out: Path, enc, vocab: Vocab, labels: list[str], lab_id: dict[str, int], va, te,
+            seconds: float, log) -> dict[str, Any]:
+    """Score the best weights on the test (or validation) split and write the report (rank 0 only)."""
     ckpt.load_weights_into(model, out / ckpt.WEIGHTS)
     model.eval()
     final_split, final = ("test", te) if te else ("validation", va)
@@ -189,6 +198,7 @@ def train_classify(out: str | Path, model_opts: dict[str, Any], data: ClassifyDa
     if not data.train:
         raise ConfigError("give --train: a labelled file, a list of class files, or a folder")
     out = Path(out)
+    log = main_log(log)
     examples = _read(data.train, data, log)
     labels = [ex.label for ex in examples]
     if data.folds and data.folds > 1:
@@ -241,7 +251,7 @@ def _cross_validate(out: Path, model_opts, data, train, examples, *, resume, ove
                "macro_f1_mean": statistics.mean(f1s), "macro_f1_std": statistics.stdev(f1s) if len(f1s) > 1 else 0.0,
                "per_fold_accuracy": accs, "train_seconds": sum(r["train_seconds"] for r in results),
                "parameters": results[0]["parameters"]}
-    ckpt.save_json(out / "cv.json", summary)
+    on_main(ckpt.save_json, out / "cv.json", summary)
     log(f"{len(results)}-fold cross-validation: accuracy {summary['accuracy_mean']:.4f} "
         f"± {summary['accuracy_std']:.4f}, macro-F1 {summary['macro_f1_mean']:.4f}")
     return summary
@@ -256,14 +266,20 @@ def _open(run: str | Path):
 def predict(run: str | Path, texts: Sequence[str], batch_size: int = 64) -> list[dict[str, Any]]:
     """Label and class probabilities for each text, in input order."""
     config, model, enc = _open(run)
-    labels = config["labels"]
-    seqs = enc(texts)
+    return predict_with(model, enc, config["labels"], texts, batch_size)
+
+
+def predict_with(model: Classifier, encoder: Encoder, labels: Sequence[str], texts: Sequence[str],
+                 batch_size: int = 64) -> list[dict[str, Any]]:
+    """:func:`predict` on a model already opened (``_open(run)``): per text, in input order,
+    ``{"text", "label", "probs": {label: probability rounded to 6 places}}``."""
+    seqs = encoder(texts)
     out: list[Optional[dict[str, Any]]] = [None] * len(texts)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths together: few pads
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s: s + batch_size]
-            b = classify_batch([seqs[i] for i in idx], None, enc.vocab.pad_id)
+            b = classify_batch([seqs[i] for i in idx], None, encoder.vocab.pad_id)
             probs = model.predict_proba(b.inputs, lengths=b.lengths, mask=b.mask)  # (B, C)
             for row, i in zip(probs.tolist(), idx):
                 best = max(range(len(row)), key=row.__getitem__)

@@ -11,6 +11,7 @@ shows a unit that counts the line, or one that switches on inside quotes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -149,52 +150,81 @@ def draw(tokens: Sequence[str], rows: list[tuple[str, Tensor, tuple[float, float
     atomic_write_bytes(path, buf.getvalue())
 
 
-def inspect_run(run: str | Path, text: str, out: str | Path, units: Optional[Sequence[int]] = None,
-                layer: int = -1, label: Optional[str] = None, max_tokens: int = 400) -> dict[str, Any]:
-    """Trace a language-model run over ``text``, draw the chosen units (and gates) into ``out`` (PNG)
-    and return ``{"layer", "units", "correlations", "tokens"}``."""
-    from rnnkit.tasks.lm import _open
+@dataclass
+class Reading:
+    """A language model's traces over a text: what ``rnnkit inspect`` draws and ``/api/inspect`` returns."""
+
+    tokens: list[str]
+    truncated: bool          # the text had more than max_tokens tokens
+    layer: int               # the layer read, counted from 0
+    traced: dict[str, Tensor]  # (T, H) traces of that layer: "hidden" and the gates
+    correlations: dict[str, list[tuple[int, float]]]
+    units: list[int]         # the units to show: given, or the best unit of each feature (up to 4)
+
+
+def read_text(opened, text: str, *, units: Optional[Sequence[int]] = None, layer: int = -1,
+              label: Optional[str] = None, max_tokens: int = 400) -> Reading:
+    """Trace an opened language-model run (``rnnkit.tasks.lm._open``) over ``text``.
+
+    ``ConfigError`` (with the option's name as in the JSON API and ``--option`` on the command
+    line) for fewer than two tokens, tokens the vocabulary lacks, a label missing or not wanted,
+    a layer or unit out of range.
+    """
     from rnnkit.vocab import UNK
 
-    config, model, vocab, tok, data = _open(run)
-    if config.get("task") not in (None, "lm"):
-        raise ConfigError(f"{run} holds a {config.get('task')!r} model; inspect reads language models")
-    tokens = tok.tokenize(text.lower() if data.lower else text)[:max_tokens]
+    config, model, vocab, tok, data = opened
+    all_tokens = tok.tokenize(text.lower() if data.lower else text)
+    tokens = all_tokens[:max_tokens]
     if len(tokens) < 2:
-        raise ConfigError("give a --text of at least two tokens")
+        raise ConfigError("text: give at least two tokens to inspect")
     unknown = sorted({t for t in tokens if t not in vocab or t == UNK})
     if unknown:
-        raise ConfigError(f"the text has token(s) the model's vocabulary lacks: {', '.join(map(repr, unknown[:10]))}")
-    ids = torch.tensor(vocab.encode(tokens)).unsqueeze(0)  # (1, T)
+        raise ConfigError(f"the text has {len(unknown)} token(s) the model's vocabulary lacks: "
+                          + ", ".join(repr(t) for t in unknown[:10]))
     labels = config.get("labels") or []
     lab = None
     if labels:
         if label not in labels:
-            raise ConfigError(f"this model reads text for a label: pass --label, one of {labels}")
+            raise ConfigError(f"this model reads text for a label: give label, one of {labels}"
+                              + (f" (not {label!r})" if label is not None else ""))
         lab = torch.tensor([labels.index(label)])
-    n_layers = model.rnn.num_layers
+    elif label is not None:
+        raise ConfigError("this model is not conditioned on a label: leave label out")
+    n_layers, H = model.rnn.num_layers, model.rnn.hidden_size
     if not -n_layers <= layer < n_layers:
-        raise ConfigError(f"--layer must be in [0, {n_layers}) (or negative from the top), got {layer}")
+        raise ConfigError(f"layer: must be in [0, {n_layers}) (or negative from the top), got {layer}")
+    if units is not None:
+        if not units:
+            raise ConfigError("units: give at least one unit (or leave units out)")
+        bad = [u for u in units if not 0 <= u < H]
+        if bad:
+            raise ConfigError(f"units: must be in [0, {H}), got {bad}")
+        units = list(dict.fromkeys(units))  # in order, each once
+    ids = torch.tensor(vocab.encode(tokens)).unsqueeze(0)  # (1, T)
     with torch.inference_mode():
-        x = model._inputs(ids, lab)[0]  # (T, I)
-        traced = trace(model.rnn, x)[layer]
-    chars = data.tokenizer == "char"
-    corr = unit_features(traced["hidden"], features(tokens, chars))
-    H = traced["hidden"].shape[1]
-    if units is None:
+        traced = trace(model.rnn, model._inputs(ids, lab)[0])[layer]  # (T, H) each
+    corr = unit_features(traced["hidden"], features(tokens, data.tokenizer == "char"))
+    if units is None:  # the best unit of each feature, first seen first
         seen: list[int] = []
         for pairs in corr.values():
             if pairs and pairs[0][0] not in seen:
                 seen.append(pairs[0][0])
         units = seen[:4] or [0]
-    bad = [u for u in units if not 0 <= u < H]
-    if bad:
-        raise ConfigError(f"--units must be in [0, {H}), got {bad}")
-    rows = []
-    for u in units:
-        rows.append((f"unit {u} (hidden state, layer {layer % n_layers})", traced["hidden"][:, u], (-1.0, 1.0)))
-    first = units[0]
-    for gate in GATE_NAMES.get(model.rnn.mode, ()):
-        rows.append((f"unit {first}: {gate}", traced[gate][:, first], (0.0, 1.0)))
-    draw(tokens, rows, out, title=f"{Path(run).name}: blue = low, red = high")
-    return {"layer": layer % n_layers, "units": list(units), "correlations": corr, "tokens": len(tokens)}
+    return Reading(tokens, len(all_tokens) > max_tokens, layer % n_layers, traced, corr, list(units))
+
+
+def inspect_run(run: str | Path, text: str, out: str | Path, units: Optional[Sequence[int]] = None,
+                layer: int = -1, label: Optional[str] = None, max_tokens: int = 400) -> dict[str, Any]:
+    """Trace a language-model run over ``text``, draw the chosen units (and gates) into ``out`` (PNG)
+    and return ``{"layer", "units", "correlations", "tokens"}``."""
+    from rnnkit.tasks.lm import _open
+
+    opened = _open(run)
+    if opened[0].get("task") not in (None, "lm"):
+        raise ConfigError(f"{run} holds a {opened[0].get('task')!r} model; inspect reads language models")
+    r = read_text(opened, text, units=units, layer=layer, label=label, max_tokens=max_tokens)
+    rows = [(f"unit {u} (hidden state, layer {r.layer})", r.traced["hidden"][:, u], (-1.0, 1.0)) for u in r.units]
+    for gate in GATE_NAMES.get(opened[1].rnn.mode, ()):
+        rows.append((f"unit {r.units[0]}: {gate}", r.traced[gate][:, r.units[0]], (0.0, 1.0)))
+    draw(r.tokens, rows, out, title=f"{Path(run).name}: blue = low, red = high")
+    return {"layer": r.layer, "units": r.units, "correlations": r.correlations, "tokens": len(r.tokens)}

@@ -22,7 +22,8 @@ from rnnkit.decoding import generate as generate_ids, validate_sampling
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import TokenNLL
 from rnnkit.models import LanguageModel, LanguageModelConfig
-from rnnkit.tasks.runs import open_run, prepare_run_dir, run_config
+from rnnkit import distributed
+from rnnkit.tasks.runs import main_log, on_main, open_run, prepare_run_dir, run_config
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -81,8 +82,9 @@ def _split_labelled(data: dict[str, list[str]], fraction: float, seed: int):
 def evaluate_batches(model, batches) -> dict[str, float]:
     """Token-weighted NLL over one pass, carrying state along a stream."""
     meter, carry = TokenNLL(), None
+    device = next(model.parameters()).device
     for batch in batches.epoch_batches():
-        out = model.loss(batch, carry)
+        out = model.loss(batch.to(device), carry)
         carry = out.carry
         meter.update(out.loss, out.num_tokens)
     return meter.compute()
@@ -138,6 +140,7 @@ def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, tr
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train a language model into run folder ``out``; returns the final validation metrics."""
     out = Path(out)
+    log = main_log(log)
     prep = _Prepared(data, train, log, vocab=Vocab.load(out / "vocab.json") if resume else None)
     log(prep.summary)
     mcfg = LanguageModelConfig(vocab_size=len(prep.vocab), num_labels=len(prep.labels), **model_opts)
@@ -147,7 +150,7 @@ def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, tr
                         labels=prep.labels)
     prepare_run_dir(out, config, resume, overwrite)
     if not resume:
-        prep.vocab.save(out / "vocab.json")
+        on_main(prep.vocab.save, out / "vocab.json")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {mcfg.num_layers}-layer {mcfg.cell.upper()}, hidden {mcfg.hidden_size}, "
         f"{n_params:,} parameters")
@@ -157,7 +160,7 @@ def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, tr
     history = trainer.fit(resume=resume)
     log(f"trained {trainer.step} steps in {time.perf_counter() - t0:.0f} s; run folder: {out}")
     final = {k[len('valid_'):]: v for k, v in history[-1].items() if k.startswith("valid_")} if history else {}
-    if sample_length > 0:
+    if sample_length > 0 and distributed.is_main():
         label = prep.labels[0] if prep.labels else None
         for text in generate(out, prime="" if prep.labels else "\n", length=sample_length,
                              temperature=0.8, seed=train.seed, label=label):
@@ -172,6 +175,16 @@ def _open(run: str | Path):
         {"lower": data.lower} if data.tokenizer == "word" else {})}), data
 
 
+# how generate_from's messages name the inputs: the CLI's wording (the API passes its own, same keys and fields)
+CLI_WORDING = {
+    "unknown_tokens": "the prime text has {count} token(s) the model's vocabulary lacks: {tokens}",
+    "label_needed": "this model generates for a label: pass --label, one of {labels}",
+    "unknown_label": "unknown label {label!r}; the model knows {labels}",
+    "no_label": "this model is not conditioned on a label; drop --label",
+    "empty_prime": "give a non-empty --prime text to start from",
+}
+
+
 def generate(run: str | Path, *, prime: str = "", length: int = 200, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
              num_samples: int = 1, label: Optional[str] = None) -> list[str]:
@@ -179,26 +192,41 @@ def generate(run: str | Path, *, prime: str = "", length: int = 200, temperature
     validate_sampling(temperature, top_k, top_p)
     if length < 1 or num_samples < 1:
         raise ConfigError("length and num_samples must be >= 1")
-    config, model, vocab, tok, data = _open(run)
+    return generate_from(_open(run), prime=prime, length=length, temperature=temperature, top_k=top_k,
+                         top_p=top_p, seed=seed, num_samples=num_samples, label=label)
+
+
+def generate_from(opened: tuple, *, prime: str = "", length: int = 200, temperature: float = 1.0,
+                  top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
+                  num_samples: int = 1, label: Optional[str] = None,
+                  wording: Optional[dict[str, str]] = None) -> list[str]:
+    """:func:`generate` on a run already opened: ``opened`` is what ``_open(run)`` returns,
+    ``(config, model, vocab, tokenizer, data config)``.  Bad input raises ``ConfigError`` with a message
+    from ``wording`` (default :data:`CLI_WORDING`, which names the CLI's options)."""
+    say = {**CLI_WORDING, **(wording or {})}
+    validate_sampling(temperature, top_k, top_p)
+    if length < 1 or num_samples < 1:
+        raise ConfigError("length and num_samples must be >= 1")
+    config, model, vocab, tok, data = opened
     labels = config.get("labels") or []
     prime_tokens = tok.tokenize(prime.lower() if data.lower else prime)
     unknown = sorted({t for t in prime_tokens if t not in vocab or t == UNK})
     if unknown:
-        raise ConfigError(f"the prime text has {len(unknown)} token(s) the model's vocabulary lacks: "
-                          + ", ".join(repr(t) for t in unknown[:10]))
+        raise ConfigError(say["unknown_tokens"].format(count=len(unknown),
+                                                       tokens=", ".join(repr(t) for t in unknown[:10])))
     lab = None
     if labels:
         if label is None:
-            raise ConfigError(f"this model generates for a label: pass --label, one of {labels}")
+            raise ConfigError(say["label_needed"].format(labels=labels))
         if label not in labels:
-            raise ConfigError(f"unknown label {label!r}; the model knows {labels}")
+            raise ConfigError(say["unknown_label"].format(label=label, labels=labels))
         lab = torch.full((num_samples,), labels.index(label), dtype=torch.long)
         prime_ids = [vocab.bos_id, *vocab.encode(prime_tokens)]
     elif label is not None:
-        raise ConfigError("this model is not conditioned on a label; drop --label")
+        raise ConfigError(say["no_label"].format())
     else:
         if not prime_tokens:
-            raise ConfigError("give a non-empty --prime text to start from")
+            raise ConfigError(say["empty_prime"].format())
         prime_ids = vocab.encode(prime_tokens)
     prime_t = torch.tensor(prime_ids, dtype=torch.long).expand(num_samples, -1)  # (N, P)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
