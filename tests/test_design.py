@@ -17,7 +17,10 @@ FORBIDDEN = {
     "decoding": ["models", "data", "vocab", "trainer", "tasks", "cli"],
     "trainer": ["models", "data", "vocab", "tokenizers", "tasks", "cli"],
     "checkpoint": ["models", "data", "trainer", "tasks", "cli"],
-    "tasks": ["cli"],
+    "tasks": ["cli", "serve", "export"],
+    "distributed": ["nn", "models", "data", "vocab", "tokenizers", "batching", "trainer", "tasks", "cli"],
+    "export": ["cli", "serve", "trainer"],
+    "serve": ["cli", "trainer"],
 }
 
 
