@@ -193,3 +193,16 @@ def test_word_dropout_only_in_training_and_only_on_real_words():
     m.eval()
     m.config.word_dropout = 1.0
     assert not torch.allclose(m(x, mask=mask), m(all_unk, mask=mask))
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_loss_and_predict_equal_loss_and_predict_separately(crf):
+    torch.manual_seed(0)
+    model = Tagger(TaggerConfig(vocab_size=12, num_tags=5, embedding_size=8, hidden_size=6, crf=crf)).eval()
+    b = tag_batch([[3, 4, 5], [6, 7], [8]], [[1, 2, 3], [4, 0], [2]], 0)
+    out, pred = model.loss_and_predict(b)
+    with torch.no_grad():
+        ref = model.loss(b)
+    torch.testing.assert_close(out.loss, ref.loss)
+    assert int(out.num_tokens) == int(ref.num_tokens) == 6
+    assert pred == model.predict(b.inputs, lengths=b.lengths, mask=b.mask)

@@ -185,11 +185,27 @@ class Tagger(nn.Module):
         if lo < 0 or hi >= self.config.num_tags:
             raise ValueError(f"tags must lie in [0, num_tags={self.config.num_tags}); got [{lo}, {hi}]")
         emissions = self._emissions(batch.inputs, lengths, mask, batch.chars)  # (B, T, K)
+        return self._loss_from(emissions, targets, mask)
+
+    def _loss_from(self, emissions: Tensor, targets: Tensor, mask: Tensor) -> LossOutput:
         if self.crf is None:
             total, count = sequence_nll(emissions, targets, mask)
             return LossOutput(total, count, None)
         total = self.crf.nll(emissions, targets, mask)  # 0-d, float32 at least
         return LossOutput(total, mask.sum(dtype=torch.long), None)
+
+    def _decode(self, emissions: Tensor, mask: Tensor) -> list[list[int]]:
+        if self.crf is not None:
+            return self.crf.decode(emissions, mask)
+        best = emissions.argmax(dim=2).tolist()  # (B, T)
+        return [row[:n] for row, n in zip(best, mask.sum(1).tolist())]
+
+    @torch.inference_mode()
+    def loss_and_predict(self, batch) -> tuple[LossOutput, list[list[int]]]:
+        """``loss(batch)`` and ``predict`` of the same batch from one pass of the network (evaluation)."""
+        lengths, mask = self._check_inputs(batch.inputs, batch.lengths, batch.mask, batch.chars)
+        emissions = self._emissions(batch.inputs, lengths, mask, batch.chars)  # (B, T, K)
+        return self._loss_from(emissions, batch.targets, mask), self._decode(emissions, mask)
 
     @torch.inference_mode()
     def predict(self, inputs: Tensor, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,
@@ -199,11 +215,7 @@ class Tagger(nn.Module):
         Call ``eval()`` first to turn dropout off.
         """
         lengths, mask = self._check_inputs(inputs, lengths, mask, chars)
-        emissions = self._emissions(inputs, lengths, mask, chars)  # (B, T, K)
-        if self.crf is not None:
-            return self.crf.decode(emissions, mask)
-        best = emissions.argmax(dim=2).tolist()  # (B, T)
-        return [row[:n] for row, n in zip(best, mask.sum(1).tolist())]
+        return self._decode(self._emissions(inputs, lengths, mask, chars), mask)
 
     def load_pretrained_embeddings(self, matrix: Tensor) -> None:
         """Copy ``matrix`` ``(vocab_size, embedding_size)`` into the word embedding, row i for word id i.

@@ -112,9 +112,8 @@ def evaluate_model(model, batches: SequenceBatches, enc: Encoder, entity: bool) 
     device = next(model.parameters()).device
     for batch in batches.epoch_batches():
         batch = batch.to(device)
-        out = model.loss(batch)
+        out, pred = model.loss_and_predict(batch)  # one pass of the network for both
         total, count = total + float(out.loss), count + int(out.num_tokens)
-        pred = model.predict(batch.inputs, lengths=batch.lengths, mask=batch.mask, chars=batch.chars)
         flat_pred = torch.tensor([p for row in pred for p in row])
         gold_rows = [batch.targets[i, : len(row)].tolist() for i, row in enumerate(pred)]
         acc.update(flat_pred, torch.tensor([g for row in gold_rows for g in row]))
