@@ -126,3 +126,18 @@ def load_pretrained(model, path: str, tokens: list[str], seed: int, log) -> None
     matrix, found = load_vectors(path, tokens, generator=torch.Generator().manual_seed(seed))
     model.load_pretrained_embeddings(matrix)
     log(f"{path}: vectors for {found:,} of {len(tokens):,} vocabulary entries ({found / len(tokens):.1%})")
+
+
+def fit_best(trainer, model, out: Path, resume: bool) -> Any:
+    """Train; then, on rank 0 (or in a single process), load the best weights in eval mode and return
+    ``{"train_seconds", "parameters"}`` to build the report on — None on the other ranks."""
+    import time
+
+    t0 = time.perf_counter()
+    trainer.fit(resume=resume)
+    if not distributed.is_main():
+        return None  # rank 0 scores the held-out split and writes the report
+    ckpt.load_weights_into(model, out / ckpt.WEIGHTS)
+    model.eval()
+    return {"train_seconds": round(time.perf_counter() - t0, 1),
+            "parameters": sum(p.numel() for p in model.parameters())}

@@ -21,14 +21,13 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from rnnkit import checkpoint as ckpt
-from rnnkit import distributed
 from rnnkit.batching import SequenceBatches, seq2seq_batch
 from rnnkit.data import Pair, filter_by_length, read_cmudict, read_parallel, read_parallel_tsv, split_items
 from rnnkit.decoding import beam_search, greedy_search, generate
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import ErrorRates, TokenNLL, TranslationMetrics
 from rnnkit.models import Seq2Seq, Seq2SeqConfig
-from rnnkit.tasks.runs import main_log, on_main, open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import fit_best, main_log, on_main, open_run, prepare_run_dir, run_config
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -323,13 +322,9 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
     trainer = Trainer(model, train, codec.batches(tr, train.batch_size, train.seed, shuffle=True),
                       evaluate=evaluate, run_dir=out, metric=metric, maximize=not cmudict, progress=progress,
                       log=log)
-    t0 = time.perf_counter()
-    trainer.fit(resume=resume)
-    result: dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "parameters": n_params}
-    if not distributed.is_main():
-        return result  # rank 0 scores the test set and writes the report
-    ckpt.load_weights_into(model, out / ckpt.WEIGHTS)
-    model.eval()
+    result: Optional[dict[str, Any]] = fit_best(trainer, model, out, resume)
+    if result is None:
+        return {}  # another rank under torchrun: rank 0 reports
     split_name, final = ("test", te) if te else ("validation", va)
     if final:
         t1 = time.perf_counter()

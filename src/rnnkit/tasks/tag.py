@@ -7,7 +7,6 @@ convention, with token accuracy beside it.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -20,8 +19,7 @@ from rnnkit.data import Sentence, read_conll, read_conllu, read_tokens, write_co
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import Accuracy, EntityF1
 from rnnkit.models import Tagger, TaggerConfig
-from rnnkit import distributed
-from rnnkit.tasks.runs import load_pretrained, main_log, on_main, open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import fit_best, load_pretrained, main_log, on_main, open_run, prepare_run_dir, run_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
 
@@ -193,13 +191,9 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
     evaluate = (lambda m: evaluate_model(m, valid_b, enc, entity)[0]) if valid_b else None
     trainer = Trainer(model, train, enc.batches(tr, train.batch_size, train.seed, shuffle=True), evaluate=evaluate,
                       run_dir=out, metric="f1" if entity else "accuracy", maximize=True, progress=progress, log=log)
-    t0 = time.perf_counter()
-    trainer.fit(resume=resume)
-    result: dict[str, Any] = {"train_seconds": round(time.perf_counter() - t0, 1), "parameters": n_params}
-    if not distributed.is_main():
-        return result  # rank 0 scores the test set and writes the report
-    ckpt.load_weights_into(model, out / ckpt.WEIGHTS)
-    model.eval()
+    result: Optional[dict[str, Any]] = fit_best(trainer, model, out, resume)
+    if result is None:
+        return {}  # another rank under torchrun: rank 0 reports
     split, final, path = ("test", te, data.test) if te else ("validation", va, data.valid)
     if final:
         with torch.inference_mode():
