@@ -1,0 +1,116 @@
+"""How close an LSTM training step comes to the machine's own float32 matmul throughput.
+
+One process: first the matmul at the LSTM's own shapes — one step ``(B, I+H) x (I+H, 4H)`` repeated,
+and all steps at once ``(T*B, I+H) x (I+H, 4H)`` (the better of the two is the limit) — then
+the training step (forward and backward of a 2-layer LSTM stack over ``T`` steps) through
+rnnkit's ``Recurrent`` (fused backend) and through ``torch.nn.LSTM``; each reported as achieved
+GFLOP/s and as a fraction of the matmul's.
+
+    python benchmarks/limit.py             # batch 64, 128 steps, embed 64, hidden 256 and 512
+    python benchmarks/limit.py --quick     # small shapes, seconds
+
+FLOPs counted: per layer and step ``2 * B * (I + H) * 4H`` for the gate products forward, and twice
+that backward (input and weight gradients); elementwise gate work is not counted, so the fraction
+is a lower bound on how busy the cores are.  Writes benchmarks/results/limit[-quick].json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from rnnkit.nn import Recurrent
+
+
+def _median_seconds(fn, rounds: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def run(batch: int, seq: int, embed: int, hidden: int, layers: int, rounds: int) -> dict:
+    torch.manual_seed(0)
+    # the matmul limit at the recurrence's own shape, repeated as often as one step of training needs it
+    a, w = torch.randn(batch, embed + hidden), torch.randn(embed + hidden, 4 * hidden)
+    a2 = torch.randn(batch, 2 * hidden)
+    w2 = torch.randn(2 * hidden, 4 * hidden)
+
+    def matmuls():
+        for _ in range(seq):
+            torch.mm(a, w)
+            for _ in range(layers - 1):
+                torch.mm(a2, w2)
+
+    big_a = torch.randn(seq * batch, embed + hidden)
+    big_a2 = torch.randn(seq * batch, 2 * hidden)
+
+    def big_matmuls():  # the same products for all steps at once (the shape hoisted projections use)
+        torch.mm(big_a, w)
+        for _ in range(layers - 1):
+            torch.mm(big_a2, w2)
+
+    mm_flops = seq * (2 * batch * (embed + hidden) * 4 * hidden + (layers - 1) * 2 * batch * 2 * hidden * 4 * hidden)
+    per_step_s = _median_seconds(matmuls, rounds)
+    all_steps_s = _median_seconds(big_matmuls, rounds)
+    mm_s = min(per_step_s, all_steps_s)  # the limit: the better of the two
+    train_flops = 3 * mm_flops  # forward, and backward for inputs and weights
+    x = torch.randn(batch, seq, embed)
+    results = {}
+    ours = Recurrent("lstm", embed, hidden, num_layers=layers)
+    theirs = torch.nn.LSTM(embed, hidden, layers, batch_first=True)
+    theirs.load_state_dict(ours.state_dict())
+
+    def step(module):
+        def go():
+            out = module(x)[0]
+            out.sum().backward()
+        return go
+
+    for name, module in (("rnnkit Recurrent (fused)", ours), ("torch.nn.LSTM", theirs)):
+        s = _median_seconds(step(module), rounds)
+        results[name] = {"gflop_s": round(train_flops / s / 1e9, 1),
+                         "fraction_of_matmul": round(train_flops / s / (mm_flops / mm_s), 3)}
+    return {"shape": dict(batch=batch, seq_len=seq, embed=embed, hidden=hidden, layers=layers),
+            "matmul_gflop_s": round(mm_flops / mm_s / 1e9, 1),
+            "matmul_per_step_gflop_s": round(mm_flops / per_step_s / 1e9, 1),
+            "matmul_all_steps_gflop_s": round(mm_flops / all_steps_s / 1e9, 1),
+            "training_step": results, "rounds": rounds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        shapes = [dict(batch=32, seq=32, embed=32, hidden=128, layers=2, rounds=3)]
+    else:
+        shapes = [dict(batch=64, seq=128, embed=64, hidden=h, layers=2, rounds=5) for h in (256, 512)]
+    results = [run(**s) for s in shapes]
+    report = {"benchmark": "limit", "torch": torch.__version__, "threads": args.threads,
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "results": results}
+    out = args.out or Path(__file__).parent / "results" / f"limit{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    for r in results:
+        s = r["shape"]
+        print(f"B{s['batch']} T{s['seq_len']} E{s['embed']} H{s['hidden']} L{s['layers']}: "
+              f"matmul {r['matmul_per_step_gflop_s']} GFLOP/s per step, {r['matmul_all_steps_gflop_s']} all steps at once")
+        for name, v in r["training_step"].items():
+            print(f"  {name:28} {v['gflop_s']:>7} GFLOP/s  {v['fraction_of_matmul']:.2f} of the matmul")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
