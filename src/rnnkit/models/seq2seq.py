@@ -258,11 +258,4 @@ class Seq2Seq(nn.Module):
         return torch.full((batch_size,), self.config.tgt_bos_id, dtype=torch.long, device=device)
 
 
-def src_lengths_of(src: Tensor, src_lengths: Optional[Tensor]) -> Tensor:
-    """``src_lengths`` or, when None (no row padded), the full width for every row."""
-    if src_lengths is not None:
-        return src_lengths
-    return torch.full((src.shape[0],), src.shape[1], dtype=torch.long, device=src.device)
-
-
-__all__ = ["Seq2Seq", "Seq2SeqConfig", "Seq2SeqState", "ATTENTIONS", "LUONG_SCORES", "BRIDGES", "src_lengths_of"]
+__all__ = ["Seq2Seq", "Seq2SeqConfig", "Seq2SeqState", "ATTENTIONS", "LUONG_SCORES", "BRIDGES"]

@@ -152,9 +152,12 @@ class Codec:
     def tgt_text(self, ids: Sequence[int]) -> str:
         return self.tgt_tok.detokenize(self.tgt_vocab.decode(ids))
 
-    def batches(self, split: Split, batch_size: int, seed: int = 0, shuffle: bool = False) -> SequenceBatches:
-        src = [self.src_ids(s) for s in split.src]
-        tgt = [self.tgt_ids(t) for t in split.tgt]
+    def encode(self, split: Split) -> tuple[list[list[int]], list[list[int]]]:
+        """Source and target ids of every pair of ``split``: tokenised once, batched as often as needed."""
+        return [self.src_ids(s) for s in split.src], [self.tgt_ids(t) for t in split.tgt]
+
+    def batches(self, src: Sequence[list[int]], tgt: Sequence[list[int]], batch_size: int, seed: int = 0,
+                shuffle: bool = False) -> SequenceBatches:
         v, w = self.src_vocab, self.tgt_vocab
 
         def build(src_rows, rows):
@@ -242,17 +245,18 @@ def _cut(ids: list[int], eos: int, limit: int) -> list[int]:
 
 def _score(model: Seq2Seq, codec: Codec, split: Split, cmudict: bool, beam: int = 1,
            length_penalty: float = 1.0, max_len_ratio: float = 2.0, max_len_extra: int = 10,
-           batches: Optional[SequenceBatches] = None) -> tuple[dict[str, Any], list[str]]:
-    """Metrics of ``split`` and the output texts (in input order)."""
+           encoded: Optional[tuple[list[list[int]], list[list[int]]]] = None) -> tuple[dict[str, Any], list[str]]:
+    """Metrics of ``split`` and the output texts (in input order); ``encoded`` is ``codec.encode(split)``
+    when the caller scores the same split again and again (validation)."""
+    src, tgt = encoded or codec.encode(split)
     was_training = model.training
     model.eval()
     nll = TokenNLL()
     with torch.inference_mode():
         device = next(model.parameters()).device
-        for batch in (batches or codec.batches(split, 128)).epoch_batches():
+        for batch in codec.batches(src, tgt, 128).epoch_batches():
             out = model.loss(batch.to(device))
             nll.update(float(out.loss), int(out.num_tokens))
-    src = [codec.src_ids(s) for s in split.src]
     decoded = translate_ids(model, src, codec.src_vocab.pad_id, beam=beam, length_penalty=length_penalty,
                             max_len_ratio=max_len_ratio, max_len_extra=max_len_extra)
     texts = [codec.tgt_text(d[0][0]) for d in decoded]
@@ -285,8 +289,7 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
         codec = _open_codec(out)
     else:  # built once (BPE is trained on rank 0 under torchrun) and handed to every rank
         codec = _codec_from_dict(on_main(lambda: _codec_dict(_build_codec(tr, data, cmudict))))
-    src_ids = [codec.src_ids(s) for s in tr.src]
-    tgt_ids = [codec.tgt_ids(t) for t in tr.tgt]
+    src_ids, tgt_ids = codec.encode(tr)
     keep, report = filter_by_length([len(s) for s in src_ids], [len(t) for t in tgt_ids],
                                     data.max_src_len, data.max_tgt_len)
     log(f"training pairs: {report.describe()}")
@@ -294,9 +297,9 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
     if empty:
         raise DataError(f"{len(empty)} training targets tokenise to nothing (first: line {empty[0] + 1}, "
                         f"{tr.tgt[empty[0]]!r})")
-    tr = Split([tr.src[i] for i in keep], [tr.tgt[i] for i in keep], None)
+    src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
     oov = codec.src_vocab.oov_rate([codec.src_tokens(s) for s in va.src]) if va else 0.0
-    log(f"{len(tr.src):,} training, {len(va.src) if va else 0:,} validation, {len(te.src) if te else 0:,} test "
+    log(f"{len(src_ids):,} training, {len(va.src) if va else 0:,} validation, {len(te.src) if te else 0:,} test "
         f"pairs; vocabularies: {len(codec.src_vocab):,} source, {len(codec.tgt_vocab):,} target tokens"
         f"{' (shared)' if codec.src_vocab is codec.tgt_vocab else ''}; validation source OOV rate {oov:.2%}")
     torch.manual_seed(train.seed)
@@ -316,10 +319,10 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
     metric = "wer" if cmudict else "bleu"
     evaluate = None
     if va:
-        valid_b = codec.batches(va, 128)
+        va_ids = codec.encode(va)
         evaluate = lambda m: _score(m, codec, va, cmudict, 1, data.length_penalty, data.max_len_ratio,  # noqa: E731
-                                    data.max_len_extra, valid_b)[0]
-    trainer = Trainer(model, train, codec.batches(tr, train.batch_size, train.seed, shuffle=True),
+                                    data.max_len_extra, va_ids)[0]
+    trainer = Trainer(model, train, codec.batches(src_ids, tgt_ids, train.batch_size, train.seed, shuffle=True),
                       evaluate=evaluate, run_dir=out, metric=metric, maximize=not cmudict, progress=progress,
                       log=log)
     result: Optional[dict[str, Any]] = fit_best(trainer, model, out, resume)
