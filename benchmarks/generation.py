@@ -15,18 +15,12 @@ Writes benchmarks/results/generation[-quick].json and prints a table.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from rnnkit.decoding import generate
 from rnnkit.models import LanguageModel, LanguageModelConfig
+from _common import median_times, parser, write_report
 
 VOCAB = 65
 
@@ -68,15 +62,9 @@ def run(hidden: int, layers: int, batch: int, length: int, rounds: int) -> dict:
     def theirs():
         return bare.sample(prime, length, torch.Generator().manual_seed(1))
 
-    same = torch.equal(ours(), theirs())
-    contestants = {"rnnkit LanguageModel.step + generate": ours, "torch.nn.LSTM stepped one token": theirs}
-    times: dict[str, list[float]] = {k: [] for k in contestants}
-    for _ in range(rounds):
-        for k, fn in contestants.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    same = torch.equal(ours(), theirs())  # also the warm-up
+    med = median_times({"rnnkit LanguageModel.step + generate": ours, "torch.nn.LSTM stepped one token": theirs},
+                       rounds, warm_up=False)
     base = med["torch.nn.LSTM stepped one token"]
     return {"shape": dict(hidden=hidden, layers=layers, batch=batch, tokens=length), "same_text": same,
             "tokens_per_s": {k: round(batch * length / v) for k, v in med.items()},
@@ -84,22 +72,14 @@ def run(hidden: int, layers: int, batch: int, length: int, rounds: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    args = parser(__doc__).parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
         shapes = [dict(hidden=128, layers=2, batch=b, length=50, rounds=3) for b in (1, 16)]
     else:
         shapes = [dict(hidden=512, layers=2, batch=b, length=200, rounds=5) for b in (1, 64)]
     results = [run(**s) for s in shapes]
-    report = {"benchmark": "generation", "torch": torch.__version__, "threads": args.threads,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "results": results}
-    out = args.out or Path(__file__).parent / "results" / f"generation{'-quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report("generation", args, results=results)
     print(f"{'shape':24} {'contestant':40} {'tokens/s':>9} {'ratio':>6}  same text")
     for r in results:
         s = r["shape"]

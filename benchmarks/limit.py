@@ -15,26 +15,14 @@ is a lower bound on how busy the cores are.  Writes benchmarks/results/limit[-qu
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
-
 import torch
 
 from rnnkit.nn import Recurrent
+from _common import median_times, parser, write_report
 
 
 def _median_seconds(fn, rounds: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_times({"fn": fn}, rounds)["fn"]
 
 
 def run(batch: int, seq: int, embed: int, hidden: int, layers: int, rounds: int) -> dict:
@@ -87,22 +75,14 @@ def run(batch: int, seq: int, embed: int, hidden: int, layers: int, rounds: int)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
+    args = parser(__doc__).parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
         shapes = [dict(batch=32, seq=32, embed=32, hidden=128, layers=2, rounds=3)]
     else:
         shapes = [dict(batch=64, seq=128, embed=64, hidden=h, layers=2, rounds=5) for h in (256, 512)]
     results = [run(**s) for s in shapes]
-    report = {"benchmark": "limit", "torch": torch.__version__, "threads": args.threads,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "results": results}
-    out = args.out or Path(__file__).parent / "results" / f"limit{'-quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report("limit", args, results=results)
     for r in results:
         s = r["shape"]
         print(f"B{s['batch']} T{s['seq_len']} E{s['embed']} H{s['hidden']} L{s['layers']}: "

@@ -17,11 +17,6 @@ Writes benchmarks/results/seq2seq_speed[-quick].json and prints a table.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -29,24 +24,13 @@ import torch
 from rnnkit.batching import seq2seq_batch
 from rnnkit.models import Seq2Seq, Seq2SeqConfig
 from rnnkit.tasks.seq2seq import Translator, translate_ids
+from _common import median_times, parser, write_report
 
 
 class SteppedSeq2Seq(Seq2Seq):
     """The same model, forced through the step loop."""
 
     fuses_decoder = False
-
-
-def _median_times(contestants: dict, rounds: int) -> dict[str, float]:
-    for fn in contestants.values():  # warm-up
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in contestants}
-    for _ in range(rounds):
-        for k, fn in contestants.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def training(vocab: int, embed: int, hidden: int, batch: int, length: int, steps: int, rounds: int) -> dict:
@@ -72,7 +56,7 @@ def training(vocab: int, embed: int, hidden: int, batch: int, length: int, steps
                 opt.step()
         return run
 
-    med = _median_times({"fused decoder (Luong, no input feeding)": train(fused),
+    med = median_times({"fused decoder (Luong, no input feeding)": train(fused),
                          "step loop (same weights)": train(stepped)}, rounds)
     tokens = batch * (length + 1) * steps
     base = med["step loop (same weights)"]
@@ -83,7 +67,7 @@ def training(vocab: int, embed: int, hidden: int, batch: int, length: int, steps
 
 def decoding(model: Seq2Seq, src: list[list[int]], pad_id: int, beam: int, batch: int, rounds: int) -> dict:
     model.eval()
-    med = _median_times({
+    med = median_times({
         f"batched beam search (batch {batch})": lambda: translate_ids(model, src, pad_id, beam=beam,
                                                                       batch_size=batch),
         "one sentence at a time": lambda: translate_ids(model, src, pad_id, beam=beam, batch_size=1),
@@ -95,14 +79,11 @@ def decoding(model: Seq2Seq, src: list[list[int]], pad_id: int, beam: int, batch
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__)
     ap.add_argument("--run", type=Path, help="a trained seq2seq run folder for the decoding benchmark")
     ap.add_argument("--src", type=Path, help="source sentences (one per line) for --run")
     ap.add_argument("--sentences", type=int, default=200, help="sentences to decode [200]")
     ap.add_argument("--beam", type=int, default=5)
-    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -129,12 +110,7 @@ def main() -> None:
         what = f"random weights, {n} random sentences of 5-24 tokens"
     decode_result = decoding(model, src, pad, args.beam, 64, rounds)
     decode_result["data"] = what
-    report = {"benchmark": "seq2seq_speed", "torch": torch.__version__, "threads": args.threads,
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-              "training": train_result, "decoding": decode_result}
-    out = args.out or Path(__file__).parent / "results" / f"seq2seq_speed{'-quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report("seq2seq_speed", args, training=train_result, decoding=decode_result)
     print(f"training, {train_result['shape']}")
     for k, v in train_result["target_tokens_per_s"].items():
         print(f"  {k:44} {v:>9,} target tokens/s  {train_result['ratio_vs_step_loop'][k]:>6.2f}x")
