@@ -13,7 +13,8 @@ pad/bos/eos arrive as ints; this module knows nothing of vocabularies or files.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -42,12 +43,19 @@ class Batch:
         self.num_tokens = int(self.mask.sum()) if self.mask is not None else self.targets.numel()
 
     def to(self, device: torch.device | str) -> "Batch":
-        """Copy every tensor to ``device``."""
-        def move(t: Optional[Tensor]) -> Optional[Tensor]:
-            return None if t is None else t.to(device, non_blocking=True)
-        moved = Batch(move(self.inputs), move(self.targets), self.lengths, move(self.mask), move(self.labels),
-                      move(self.chars), move(self.decoder_inputs))
-        moved.num_tokens = self.num_tokens
+        """Every tensor on ``device`` (pinned and copied asynchronously on CUDA; a no-op where they are).
+
+        ``lengths`` stays on the CPU, where packing reads it."""
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        moved = copy.copy(self)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not f.init or f.name == "lengths" or not isinstance(value, Tensor):
+                continue
+            if cuda and value.device.type == "cpu":
+                value = value.pin_memory()
+            setattr(moved, f.name, value.to(device, non_blocking=cuda))
         return moved
 
 

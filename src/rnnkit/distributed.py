@@ -183,13 +183,6 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
     return t.tolist()
 
 
-def all_reduce_tensor_sum(t: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over ranks in place and return it (no-op in a single process)."""
-    if _active():
-        _dist().all_reduce(t)
-    return t
-
-
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` on every rank (pickled in memory only; no-op in a single process)."""
     if not _active():

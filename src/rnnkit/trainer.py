@@ -25,13 +25,12 @@ processes) continues exactly.
 from __future__ import annotations
 
 import contextlib
-import copy
 import csv
 import io
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -194,23 +193,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def _to_device(self, batch):
-        """The batch's tensors on ``self.device`` (pinned and copied asynchronously on CUDA).
-
-        ``lengths`` stays on the CPU, where packing reads it (as ``Batch.to`` does)."""
-        if self.device.type == "cpu":
-            return batch
-        cuda = self.device.type == "cuda"
-        moved = copy.copy(batch)
-        for f in fields(batch):
-            value = getattr(batch, f.name)
-            if not f.init or f.name == "lengths" or not isinstance(value, torch.Tensor):
-                continue
-            if cuda and value.device.type == "cpu":
-                value = value.pin_memory()
-            setattr(moved, f.name, value.to(self.device, non_blocking=cuda))
-        return moved
-
     # -- checkpoints ---------------------------------------------------------
     def _training_state(self) -> dict[str, Any]:
         state = {"step": self.step, "best": self.best, "bad_evals": self.bad_evals,
@@ -356,7 +338,7 @@ class Trainer:
             while self.step < self.total_steps and not stop:
                 if self.train.starts_epoch:
                     self.carry = None
-                batch = self._to_device(next(batches))
+                batch = next(batches).to(self.device)
                 factor = lr_factor(cfg, self.step, self.total_steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = cfg.lr * factor

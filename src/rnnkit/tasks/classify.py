@@ -123,8 +123,11 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
     if resume:
         tokenizer = tokenizer_from_config(ckpt.load_json(out / "tokenizer.json"))
     elif getattr(tokenizer, "needs_training", False):  # trained once (rank 0 under torchrun), shared
-        tokenizer = tokenizer_from_config(on_main(lambda: (tokenizer.train(ex.text for ex in tr),
-                                                           tokenizer.to_config())[1]))
+        def trained_config() -> dict:
+            tokenizer.train(ex.text for ex in tr)
+            return tokenizer.to_config()
+
+        tokenizer = tokenizer_from_config(on_main(trained_config))
     labels = sorted({ex.label for ex in tr if ex.label is not None})
     _check_labels(tr, labels)
     _check_labels(va, labels)
@@ -148,8 +151,7 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
                         **(extra_config or {}))
     prepare_run_dir(out, config, resume, overwrite)
     if not resume:
-        on_main(vocab.save, out / "vocab.json")
-        on_main(ckpt.save_json, out / "tokenizer.json", tokenizer.to_config())
+        on_main(_save_vocab_and_tokenizer, out, vocab, tokenizer.to_config())
     if data.embeddings and not resume:
         load_pretrained(model, data.embeddings, vocab.tokens, train.seed, log)
     log(f"model: {mcfg.num_layers}-layer {'bi' if mcfg.bidirectional else 'uni'}directional "
@@ -255,6 +257,11 @@ def _cross_validate(out: Path, model_opts, data, train, examples, *, resume, ove
     log(f"{len(results)}-fold cross-validation: accuracy {summary['accuracy_mean']:.4f} "
         f"± {summary['accuracy_std']:.4f}, macro-F1 {summary['macro_f1_mean']:.4f}")
     return summary
+
+
+def _save_vocab_and_tokenizer(out: Path, vocab: Vocab, tokenizer_config: dict) -> None:
+    vocab.save(out / "vocab.json")
+    ckpt.save_json(out / "tokenizer.json", tokenizer_config)
 
 
 def _open(run: str | Path):

@@ -113,7 +113,7 @@ def evaluate_model(model, batches: SequenceBatches, enc: Encoder, entity: bool) 
         out, pred = model.loss_and_predict(batch)  # one pass of the network for both
         total, count = total + float(out.loss), count + int(out.num_tokens)
         flat_pred = torch.tensor([p for row in pred for p in row])
-        gold_rows = [batch.targets[i, : len(row)].tolist() for i, row in enumerate(pred)]
+        gold_rows = [g[: len(row)] for g, row in zip(batch.targets.tolist(), pred)]  # one device-to-host copy
         acc.update(flat_pred, torch.tensor([g for row in gold_rows for g in row]))
         if f1 is not None:
             f1.update([enc.tags.decode(g) for g in gold_rows], [enc.tags.decode(p) for p in pred])
