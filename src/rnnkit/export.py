@@ -137,7 +137,7 @@ def export_onnx(run: str | Path, out: str | Path, opset: Optional[int] = None) -
     for key, g in graphs.items():
         path = stem.with_name(names[key])
         written += g.save(onnx, path, meta)
-    side = stem.with_name(stem.name + ".json")
+    side = sidecar_path(out)
     ckpt.save_json(side, meta)
     return written + [side]
 

@@ -161,9 +161,10 @@ class _Tagger(_Loaded):
 
         config, self.model, self.enc, self.data = tag._open(run)
         super().__init__(name, run, config)
+        self.tags = list(self.enc.tags.tokens)
 
     def info(self) -> dict[str, Any]:
-        return {**super().info(), "tags": list(self.enc.tags.tokens), "entity": bool(self.config.get("entity"))}
+        return {**super().info(), "tags": self.tags, "entity": bool(self.config.get("entity"))}
 
     def tag(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """Per text: its sentences (one per non-empty line, split on whitespace) with a tag per token."""
@@ -550,7 +551,7 @@ def create_app(runs: Sequence[Union[str, Path]], max_chars: int = 2000, max_batc
     def tag(req: S.TagRequest):  # type: ignore[name-defined]
         m = _model(req.model, "tag")
         texts, _ = _texts(req.text)
-        return {"model": m.name, "tags": m.info()["tags"], "results": m.tag(texts)}
+        return {"model": m.name, "tags": m.tags, "results": m.tag(texts)}
 
     @app.post("/api/translate", summary="Translate texts with a seq2seq model", tags=["api"],
               response_model=S.TranslateResponse, responses=errors)
