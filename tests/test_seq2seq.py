@@ -124,6 +124,34 @@ def test_index_select_picks_rows_of_everything():
     torch.testing.assert_close(picked.mask[0], state.mask[2])
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_beams_sharing_the_memory_decode_as_copies_do(variant):
+    """repeat_interleave shares the memory; reordering beams within a sentence keeps it shared,
+    dropping sentences picks memory rows, mixing sentences copies it; steps equal the copied state's."""
+    model = _model(**variant)
+    _, _, b = _batch()
+    K = 3
+    with torch.no_grad():
+        state = model.encode(b.inputs, b.lengths)
+        shared = state.repeat_interleave(K)
+        copied = state.index_select(torch.arange(4).repeat_interleave(K))
+        assert shared.group == K and copied.group == 1
+        assert shared.memory.data_ptr() == state.memory.data_ptr()
+        within = torch.tensor([2, 0, 0, 3, 5, 4, 6, 6, 8, 11, 9, 10])  # beams reordered inside each sentence
+        leave = torch.tensor([0, 1, 2, 9, 9, 10])  # sentences 1 and 2 leave, 0 and 3 stay
+        mixed = torch.tensor([0, 4, 5, 1])  # rows of different sentences: no longer grouped
+        tokens = torch.tensor([[5], [6], [7], [8], [9], [10], [11], [12], [3], [4], [5], [6]])
+        for index, expect_group, expect_rows in ((within, K, 4), (leave, K, 2), (mixed, 1, 4)):
+            want_logits, copied = model.step(tokens[: copied.rnn.h.shape[1]], copied)
+            got_logits, shared = model.step(tokens[: shared.rnn.h.shape[1]], shared)
+            torch.testing.assert_close(got_logits, want_logits)
+            copied, shared = copied.index_select(index), shared.index_select(index)
+            assert shared.group == expect_group and shared.memory.shape[0] == expect_rows
+        torch.testing.assert_close(model.step(tokens[:4], shared)[0], model.step(tokens[:4], copied)[0])
+        if variant.get("input_feeding"):
+            torch.testing.assert_close(shared.feed, copied.feed)
+
+
 def test_teacher_forcing_below_one_feeds_own_predictions():
     model = _model(attention="bahdanau", teacher_forcing=0.0).train()
     _, _, b = _batch()

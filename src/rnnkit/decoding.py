@@ -9,7 +9,9 @@ follows each of them, plus the new state.  ``state`` is whatever the model
 carries (``None`` at the start means "fresh"); decoding never looks inside it.
 A search that reorders or replicates rows (batched beam search: ``B = batch *
 beams``) needs one more thing: ``state.index_select(index)`` picks batch rows,
-as ``rnnkit.nn.state.State`` does.  Many samples at once are simply many rows.
+as ``rnnkit.nn.state.State`` does; a state that can replicate rows more cheaply
+than copying them (a seq2seq state shares the source memory among the beams of a
+sentence) may also offer ``state.repeat_interleave(k)``.  Many samples at once are simply many rows.
 
 What it offers:
 
@@ -316,7 +318,10 @@ def beam_search(
     M = int(max_len.max())  # the longest output, eos excluded
     ninf = -math.inf
     with torch.inference_mode():
-        state = state.index_select(torch.arange(B, device=device).repeat_interleave(K))  # B*K rows
+        if hasattr(state, "repeat_interleave"):
+            state = state.repeat_interleave(K)  # B*K rows
+        else:
+            state = state.index_select(torch.arange(B, device=device).repeat_interleave(K))
         token = bos.long().repeat_interleave(K)  # (B*K,)
         live_lp = torch.full((B, K), ninf, device=device)  # (B, K): log-prob of each live prefix
         live_lp[:, 0] = 0.0  # one live beam at first: the others would duplicate it
@@ -331,8 +336,10 @@ def beam_search(
             A, V = act.shape[0], logits.shape[-1]
             limit = max_len[act]  # (A,)
             cand = live_lp.unsqueeze(-1) + logits.float().log_softmax(-1).view(A, K, V)  # (A, K, V)
-            eos_col = torch.arange(V, device=device) == eos_id  # (V,)
-            cand = cand.masked_fill((limit <= t).view(A, 1, 1) & ~eos_col, ninf)  # eos forced at max_len
+            at_limit = limit <= t  # (A,)
+            if bool(at_limit.any()):  # eos forced at max_len
+                eos_col = torch.arange(V, device=device) == eos_id  # (V,)
+                cand = cand.masked_fill(at_limit.view(A, 1, 1) & ~eos_col, ninf)
 
             # Finish: eos extensions among the K best candidates.
             top_lp, top_idx = cand.view(A, K * V).topk(K, dim=1)  # (A, K) each
@@ -346,12 +353,13 @@ def beam_search(
             new_tok = torch.nn.functional.pad(new_tok, (0, M - t), value=eos_id)  # (A, K, M)
             fin_tok[act] = torch.cat([fin_tok[act], new_tok], dim=1).gather(1, keep.unsqueeze(-1).expand(-1, -1, M))
 
-            done = score[:, -1].isfinite() | (limit <= t)  # (A,)
+            done = score[:, -1].isfinite() | at_limit  # (A,)
             if bool(done.all()):
                 break
             # Continue: the K best candidates that do not end in eos, for the sentences not done.
             # Done sentences leave the batch, so they cost nothing from here on.
-            live_lp, idx = cand.masked_fill(eos_col, ninf).view(A, K * V).topk(K, dim=1)  # (A, K) each
+            cand[..., eos_id] = ninf  # cand is not read again: no copy
+            live_lp, idx = cand.view(A, K * V).topk(K, dim=1)  # (A, K) each
             going = (~done).nonzero().squeeze(1)  # (A',)
             live_lp, idx = live_lp[going], idx[going]
             beam, token = idx // V, idx % V  # (A', K) each

@@ -24,7 +24,9 @@ position:
 
 Decoding (greedy, beam, sampling) lives in ``rnnkit.decoding`` and drives the
 model through ``step(tokens, state)``; the state is a ``Seq2SeqState`` whose
-``index_select`` picks rows of everything it carries.
+``index_select`` picks rows of everything it carries.  The beams of one sentence
+share its encoder memory (``repeat_interleave``): beam search reorders the
+decoder states every step but copies the memory only when sentences leave.
 """
 from __future__ import annotations
 
@@ -71,19 +73,48 @@ class Seq2SeqConfig:
 
 
 class Seq2SeqState(NamedTuple):
-    """Everything a decoder step needs; rows are sentences (or sentence x beam)."""
+    """Everything a decoder step needs; rows are sentences (or sentence x beam).
 
-    rnn: State                 # decoder state (L, B, H)
-    feed: Optional[Tensor]     # (B, H) last attentional vector (input feeding) or None
-    memory: Tensor             # (B, S, H) encoder outputs (0 at pads)
-    keys: Optional[Tensor]     # (B, S, A) the memory's part of the attention score, or None
-    mask: Tensor               # (B, S) bool, True on real source positions
+    The memory, its keys and its mask have one row per ``group`` consecutive
+    decoder rows: decoder row ``i`` reads memory row ``i // group`` (``group`` is 1
+    except while beams of a sentence share its memory).
+    """
+
+    rnn: State                 # decoder state (L, N, H)
+    feed: Optional[Tensor]     # (N, H) last attentional vector (input feeding) or None
+    memory: Tensor             # (N / group, S, H) encoder outputs (0 at pads)
+    keys: Optional[Tensor]     # (N / group, S, A) the memory's part of the attention score, or None
+    mask: Tensor               # (N / group, S) bool, True on real source positions
+    group: int = 1             # decoder rows per memory row
 
     def index_select(self, index: Tensor) -> "Seq2SeqState":
+        """Decoder rows ``index`` (``(N',)`` long).  When each block of ``group`` new rows
+        still reads one memory row (beams reordered within their sentence), the memory
+        stays shared and only the sentences that remain are picked; otherwise every
+        new row gets its own copy."""
+        rnn, feed = self.rnn.index_select(index), None if self.feed is None else self.feed.index_select(0, index)
+        g = self.group
+        reads = index // g  # (N',) the memory row each new row reads
+        if g > 1 and index.numel() % g == 0:
+            blocks = reads.view(-1, g)  # (N'/g, g)
+            if bool((blocks == blocks[:, :1]).all()):
+                return self._with_memory(rnn, feed, blocks[:, 0], g)
+        return self._with_memory(rnn, feed, reads, 1)
+
+    def repeat_interleave(self, repeats: int) -> "Seq2SeqState":
+        """Each decoder row ``repeats`` times in a row (the beams of a sentence); the memory is shared, not copied."""
+        index = torch.arange(self.rnn.h.shape[1], device=self.rnn.h.device).repeat_interleave(repeats)
+        feed = None if self.feed is None else self.feed.index_select(0, index)
+        return self._replace(rnn=self.rnn.index_select(index), feed=feed, group=self.group * repeats)
+
+    def _with_memory(self, rnn: State, feed: Optional[Tensor], rows: Tensor, group: int) -> "Seq2SeqState":
+        """This state's memory rows ``rows`` (no copy when that is all of them in order)."""
+        if rows.numel() == self.memory.shape[0] and torch.equal(rows, torch.arange(rows.numel(), device=rows.device)):
+            return Seq2SeqState(rnn, feed, self.memory, self.keys, self.mask, group)
+
         def pick(t: Optional[Tensor]) -> Optional[Tensor]:
-            return None if t is None else t.index_select(0, index)
-        return Seq2SeqState(self.rnn.index_select(index), pick(self.feed), pick(self.memory),  # type: ignore[arg-type]
-                            pick(self.keys), pick(self.mask))  # type: ignore[arg-type]
+            return None if t is None else t.index_select(0, rows)
+        return Seq2SeqState(rnn, feed, pick(self.memory), pick(self.keys), pick(self.mask), group)  # type: ignore[arg-type]
 
 
 class Seq2Seq(nn.Module):
@@ -208,25 +239,36 @@ class Seq2Seq(nn.Module):
         out, rnn = self.decoder(self.drop(self.tgt_embed(tgt_in)), state=state.rnn)  # (B, T, H)
         weights = None
         if self.attention is not None:
-            context, weights = self.attention(out, state.keys, state.memory, state.mask)  # (B, T, H), (B, T, S)
+            context, weights = self._attend(out, state)  # (B, T, H), (B, T, S)
             out = torch.tanh(self.combine(torch.cat([context, out], dim=-1)))  # (B, T, H)
         return self.out(self.drop(out)), weights, state._replace(rnn=rnn)
 
+    def _attend(self, query: Tensor, state: Seq2SeqState) -> tuple[Tensor, Tensor]:
+        """Attention of ``query`` ``(N, Q)`` or ``(N, T, Q)`` over each row's memory: context
+        ``(N, [T,] H)``, weights ``(N, [T,] S)``.  Rows that share a memory row (``state.group``)
+        are scored as that memory row's extra query steps, so the memory is never copied."""
+        g = state.group
+        if g == 1:
+            return self.attention(query, state.keys, state.memory, state.mask)
+        lead = query.shape[:-1]  # (N,) or (N, T)
+        q = query.reshape(query.shape[0] // g, -1, query.shape[-1])  # (N/g, g*T, Q)
+        context, weights = self.attention(q, state.keys, state.memory, state.mask)  # (N/g, g*T, H), (N/g, g*T, S)
+        return context.reshape(*lead, context.shape[-1]), weights.reshape(*lead, weights.shape[-1])
+
     def _step_features(self, emb: Tensor, state: Seq2SeqState) -> tuple[Tensor, Optional[Tensor], Seq2SeqState]:
         """One decoder step from an embedded input ``(B, E)``: output features ``(B, H)``, weights ``(B, S)``."""
-        att, c = self.attention, self.config
         weights = None
-        if c.attention == "bahdanau":
-            context, weights = att(state.rnn.h[-1], state.keys, state.memory, state.mask)  # query: top layer, t-1
+        if self.config.attention == "bahdanau":
+            context, weights = self._attend(state.rnn.h[-1], state)  # query: top layer, t-1
             out, rnn = self.decoder(torch.cat([emb, context], dim=-1).unsqueeze(1), state=state.rnn)
             h = out[:, 0]  # (B, H)
             return torch.tanh(self.combine(torch.cat([context, h], dim=-1))), weights, state._replace(rnn=rnn)
         x = emb if state.feed is None else torch.cat([emb, state.feed], dim=-1)
         out, rnn = self.decoder(x.unsqueeze(1), state=state.rnn)
         h = out[:, 0]  # (B, H)
-        if att is None:
+        if self.attention is None:
             return h, None, state._replace(rnn=rnn)
-        context, weights = att(h, state.keys, state.memory, state.mask)
+        context, weights = self._attend(h, state)
         feat = torch.tanh(self.combine(torch.cat([context, h], dim=-1)))  # (B, H)
         return feat, weights, state._replace(rnn=rnn, feed=feat if state.feed is not None else None)
 
