@@ -1,7 +1,14 @@
 """Variable-length training throughput: rnnkit's bucketed batches vs padding vs packing.
 
-Real sentence lengths (sentence polarity, word tokens), one BiLSTM classifier
-shape, one process, contestants interleaved; real (non-pad) tokens per second.
+Real sentence lengths, one BiLSTM encoder + classifier head, one process,
+contestants interleaved round by round; real (non-pad) tokens per second.  Only
+the length distribution matters here, so the three datasets share the model:
+
+* ``mr``: sentence polarity (word tokens; its own positive/negative labels);
+* ``ud``: UD English-EWT train sentences (their tokens; labels random);
+* ``multi30k``: Multi30k train, German side (word tokens; labels random).
+
+Contestants:
 
 * rnnkit: length-bucketed batches (``SequenceBatches``) and ``Classifier``, which
   runs one exact fused call per distinct length;
@@ -9,12 +16,10 @@ shape, one process, contestants interleaved; real (non-pad) tokens per second.
   over the pads (what most hand-written loops do; pads are computed);
 * packed: the same shuffled batches through ``pack_padded_sequence`` (exact).
 
-    python benchmarks/variable_length.py [--data ../shared/data/mr_polarity] [--quick]
+    python benchmarks/variable_length.py [--datasets mr,ud,multi30k] [--data-root ../shared/data] [--quick]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -23,11 +28,31 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from _common import parser, write_report
 from rnnkit.batching import SequenceBatches, classify_batch, pad_sequences
-from rnnkit.data import read_classification
+from rnnkit.data import read_classification, read_conllu
 from rnnkit.models import Classifier, ClassifierConfig
 from rnnkit.tokenizers import make_tokenizer
 from rnnkit.vocab import Vocab
+
+DATASETS = ("mr", "ud", "multi30k")
+
+
+def load(name: str, root: Path) -> tuple[list[list[str]], list[int]]:
+    """Token lists and integer labels of one dataset's training sentences."""
+    word = make_tokenizer("word")
+    if name == "mr":
+        data = read_classification(root / "mr_polarity", encoding="latin-1")
+        names = sorted({ex.label for ex in data.examples})
+        return ([word.tokenize(ex.text) or ["<unk>"] for ex in data.examples],
+                [names.index(ex.label) for ex in data.examples])
+    if name == "ud":
+        texts = [s.tokens for s in read_conllu(root / "ud_english_ewt" / "en_ewt-ud-train.conllu")]
+    else:
+        lines = (root / "multi30k" / "train.de").read_text(encoding="utf-8").splitlines()
+        texts = [word.tokenize(line) or ["<unk>"] for line in lines]
+    g = torch.Generator().manual_seed(1)
+    return texts, torch.randint(0, 2, (len(texts),), generator=g).tolist()
 
 
 class Bare(nn.Module):
@@ -56,27 +81,11 @@ def train_pass(model, opt, batches, forward) -> float:
     return time.perf_counter() - t
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/mr_polarity"))
-    ap.add_argument("--quick", action="store_true", help="1,280 sentences, 2 rounds")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--embed", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    data = read_classification(args.data, encoding="latin-1")
-    tok = make_tokenizer("word")
-    texts = [tok.tokenize(ex.text) or ["<unk>"] for ex in data.examples]
-    labels_all = sorted({ex.label for ex in data.examples})
-    labels = [labels_all.index(ex.label) for ex in data.examples]
+def measure(texts: list[list[str]], labels: list[int], args) -> dict:
+    """Tokens/s of the three contestants on one dataset's sentences."""
     if args.quick:
-        g = torch.Generator().manual_seed(0)
-        keep = torch.randperm(len(texts), generator=g)[:1280].tolist()
-        texts, labels, args.rounds = [texts[i] for i in keep], [labels[i] for i in keep], 2
+        keep = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))[:1280].tolist()
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     vocab = Vocab.build(texts, specials=["<pad>"], unk="<unk>")
     seqs = [vocab.encode(t) for t in texts]
     real_tokens = sum(len(s) for s in seqs)
@@ -84,8 +93,7 @@ def main() -> None:
 
     bucketed = SequenceBatches(seqs, B, labels=labels, seed=0,
                                make_batch=lambda s, l: classify_batch(s, l, vocab.pad_id))
-    rnnkit_batches = [(b.inputs, b.lengths, b.labels) for b in
-                      bucketed.epoch_batches()]
+    rnnkit_batches = [(b.inputs, b.lengths, b.labels) for b in bucketed.epoch_batches()]
     perm = torch.randperm(len(seqs), generator=torch.Generator().manual_seed(0)).tolist()
     shuffled = []
     for i in range(0, len(perm), B):
@@ -108,25 +116,44 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in contestants}
     for k, (m, batches, fwd) in contestants.items():  # warm-up on a few batches
         train_pass(m, opts[id(m)], batches[:5], fwd)
-    for _ in range(args.rounds):
+    for _ in range(2 if args.quick else args.rounds):
         for k, (m, batches, fwd) in contestants.items():
             times[k].append(train_pass(m, opts[id(m)], batches, fwd))
     tps = {k: real_tokens / statistics.median(v) for k, v in times.items()}
     best_baseline = max(v for k, v in tps.items() if not k.startswith("rnnkit"))
-    report = {"benchmark": "variable_length", "data": args.data, "sentences": len(seqs),
-              "real_tokens": real_tokens, "pad_fraction": {k: round(v, 3) for k, v in pads.items()},
-              "shape": dict(batch=B, embed=args.embed, hidden=args.hidden, layers=1, bidirectional=True),
-              "real_tokens_per_s": {k: round(v) for k, v in tps.items()},
-              "rnnkit_vs_best_baseline": round(tps["rnnkit (bucketed, exact)"] / best_baseline, 3),
-              "rounds": args.rounds, "torch": torch.__version__, "threads": args.threads}
-    out = args.out or Path(__file__).parent / "results" / f"variable_length{'-quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{len(seqs)} sentences, {real_tokens:,} real tokens; pads per real token: "
-          f"bucketed {pads['bucketed']:.1%}, shuffled {pads['shuffled']:.1%}")
-    for k, v in tps.items():
-        print(f"{k:40} {v:>10,.0f} real tokens/s")
-    print(f"rnnkit vs the better baseline: {report['rnnkit_vs_best_baseline']:.2f}x  (written to {out})")
+    return {"sentences": len(seqs), "real_tokens": real_tokens,
+            "pad_fraction": {k: round(v, 3) for k, v in pads.items()},
+            "real_tokens_per_s": {k: round(v) for k, v in tps.items()},
+            "rnnkit_vs_best_baseline": round(tps["rnnkit (bucketed, exact)"] / best_baseline, 3)}
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data")
+    ap.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of {DATASETS}")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--embed", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(DATASETS))
+    if unknown:
+        ap.error(f"unknown dataset(s) {unknown}; choose from {DATASETS}")
+    results = {}
+    for name in names:
+        r = results[name] = measure(*load(name, args.data_root), args)
+        print(f"{name}: {r['sentences']:,} sentences, {r['real_tokens']:,} real tokens; pads per real token: "
+              f"bucketed {r['pad_fraction']['bucketed']:.1%}, shuffled {r['pad_fraction']['shuffled']:.1%}")
+        for k, v in r["real_tokens_per_s"].items():
+            print(f"  {k:40} {v:>10,} real tokens/s")
+        print(f"  rnnkit vs the better baseline: {r['rnnkit_vs_best_baseline']:.2f}x")
+    out = write_report("variable_length", args, data_root=str(args.data_root), rounds=args.rounds,
+                       shape=dict(batch=args.batch_size, embed=args.embed, hidden=args.hidden, layers=1,
+                                  bidirectional=True),
+                       datasets=results)
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":
