@@ -83,11 +83,17 @@ def test_beam_one_is_greedy_and_batches_do_not_change_outputs(run):
 
 def test_attention_weights_cover_the_source_and_sum_to_one(run):
     t = Translator(run)
-    src, out, w = t.attention("cat dog bird", "BIRD DOG CAT")
+    best = t.translate(["cat dog bird"])[0][0]
+    assert best.text == "BIRD DOG CAT" and t.codec.tgt_vocab.decode(best.ids) == ["BIRD", "DOG", "CAT"]
+    src, out, w = t.attention("cat dog bird", best)
     assert src == ["cat", "dog", "bird"] and out == ["BIRD", "DOG", "CAT", "<eos>"]
     assert w.shape == (4, 3)
     torch.testing.assert_close(w.sum(-1), torch.ones(4))
     assert int(w[0].argmax()) == 2  # "BIRD" looks at "bird"
+    # The weights belong to the ids given, whatever text they would detokenise to.
+    ids = t.codec.tgt_vocab.encode(["CAT", "CAT"])
+    _, out, w = t.attention("cat dog bird", ids)
+    assert out == ["CAT", "CAT", "<eos>"] and w.shape == (3, 3)
 
 
 def test_chat_answers_each_line_until_end_of_input(run, monkeypatch, capsys):

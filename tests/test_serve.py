@@ -179,9 +179,9 @@ def test_translate_equals_translator(client, runs):
     body = client.post("/api/translate", json={"model": "tiny-seq2seq", "text": texts, "n_best": 2}).json()
     expected = t.translate(texts, n_best=2)
     for text, res, hyps in zip(texts, body["results"], expected):
-        assert res["source"] == text and res["translation"] == hyps[0][0]
-        assert res["n_best"] == [{"text": h, "score": round(s, 4)} for h, s in hyps]
-        src, out, weights = t.attention(text, hyps[0][0])
+        assert res["source"] == text and res["translation"] == hyps[0].text
+        assert res["n_best"] == [{"text": h.text, "score": round(h.score, 4)} for h in hyps]
+        src, out, weights = t.attention(text, hyps[0])
         att = res["attention"]
         assert att["source_tokens"] == src and att["output_tokens"] == out
         assert att["weights"] == [[round(w, 4) for w in row] for row in weights.tolist()]
@@ -189,7 +189,7 @@ def test_translate_equals_translator(client, runs):
     assert body["results"][0]["translation"] == "BIRD DOG CAT"
     greedy = client.post("/api/translate", json={"model": "tiny-seq2seq", "text": "cow fish", "beam": 1,
                                                  "attention": False}).json()["results"][0]
-    assert greedy["translation"] == t.translate(["cow fish"], beam=1)[0][0][0] and greedy["attention"] is None
+    assert greedy["translation"] == t.translate(["cow fish"], beam=1)[0][0].text and greedy["attention"] is None
 
 
 INSPECT_TEXT = "the cat sat on the mat.\nthe dog ran."

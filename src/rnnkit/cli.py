@@ -448,14 +448,15 @@ def _translate(args: argparse.Namespace) -> int:
     results = t.translate(lines, n_best=args.n_best, **_decode_kwargs(args))
     for line, hyps in zip(lines, results):
         if args.json:
-            print(json.dumps({"source": line, "translation": hyps[0][0],
-                              "n_best": [{"text": h, "score": round(sc, 4)} for h, sc in hyps]}, ensure_ascii=False))
+            print(json.dumps({"source": line, "translation": hyps[0].text,
+                              "n_best": [{"text": h.text, "score": round(h.score, 4)} for h in hyps]},
+                             ensure_ascii=False))
         elif args.n_best > 1:
-            print("\n".join(f"{sc:.4f}\t{h}" for h, sc in hyps) + "\n")
+            print("\n".join(f"{h.score:.4f}\t{h.text}" for h in hyps) + "\n")
         else:
-            print(hyps[0][0])
+            print(hyps[0].text)
     if args.plot_attention:
-        paths = plot_attention(t, lines, [h[0][0] for h in results], args.plot_attention)
+        paths = plot_attention(t, lines, [h[0] for h in results], args.plot_attention)
         print(f"{len(paths)} attention heatmaps in {args.plot_attention}", file=sys.stderr)
     return 0
 
@@ -474,7 +475,7 @@ def _chat(args: argparse.Namespace) -> int:
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
-        print(t.translate([line], **_decode_kwargs(args))[0][0][0], flush=True)
+        print(t.translate([line], **_decode_kwargs(args))[0][0].text, flush=True)
 
 
 def _task_of(run: Path) -> str:

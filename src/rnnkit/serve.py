@@ -211,10 +211,10 @@ class _Translator(_Loaded):
             hyps = self.translator.translate(texts, beam=b, n_best=n_best, length_penalty=length_penalty)
             out = []
             for text, h in zip(texts, hyps):
-                row: dict[str, Any] = {"source": text, "translation": h[0][0],
-                                       "n_best": [{"text": t, "score": round(sc, 4)} for t, sc in h], "attention": None}
+                row: dict[str, Any] = {"source": text, "translation": h[0].text, "attention": None,
+                                       "n_best": [{"text": o.text, "score": round(o.score, 4)} for o in h]}
                 if attention:
-                    src, tgt, weights = self.translator.attention(text, h[0][0])
+                    src, tgt, weights = self.translator.attention(text, h[0])
                     if weights is not None:
                         row["attention"] = {"source_tokens": src, "output_tokens": tgt,
                                             "weights": [[round(w, 4) for w in r] for r in weights.tolist()]}

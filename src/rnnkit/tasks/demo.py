@@ -170,9 +170,9 @@ def run_demo(out: str | Path, *, quick: bool = False, progress: bool = True,
                         time.perf_counter() - t))
     tr = Translator(out / "seq2seq-luong")
     words = ["rnnkit", "lecture", "attention", "hello"]
-    outs = [h[0][0] for h in tr.translate(words)]
+    outs = [h[0] for h in tr.translate(words)]
     for w, p in zip(words, outs):
-        log(f"  {w:10} -> {p}")
+        log(f"  {w:10} -> {p.text}")
     paths = plot_attention(tr, words, outs, out / "attention")
     log(f"attention heatmaps: {', '.join(str(p) for p in paths)}")
 

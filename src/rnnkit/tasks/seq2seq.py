@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -377,6 +377,14 @@ def _open_codec(out: Path) -> Codec:
 # ------------------------------------------------------------------ using a run
 
 
+class Translation(NamedTuple):
+    """One output of ``Translator.translate``: its text, its score and the token ids it was decoded as."""
+
+    text: str
+    score: float
+    ids: list[int]  # output tokens, eos excluded
+
+
 class Translator:
     """A trained run, ready to translate texts."""
 
@@ -391,8 +399,8 @@ class Translator:
     def translate(self, texts: Sequence[str], *, beam: Optional[int] = None, n_best: int = 1,
                   length_penalty: Optional[float] = None, sample: bool = False, temperature: float = 1.0,
                   top_k: Optional[int] = None, top_p: Optional[float] = None,
-                  seed: Optional[int] = None) -> list[list[tuple[str, float]]]:
-        """``n_best`` ``(text, score)`` per input text, best first."""
+                  seed: Optional[int] = None) -> list[list[Translation]]:
+        """``n_best`` ``Translation``s per input text, best first."""
         d = self.data
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         src = [self.codec.src_ids(t) for t in texts]
@@ -400,13 +408,19 @@ class Translator:
                                 length_penalty=d.length_penalty if length_penalty is None else length_penalty,
                                 max_len_ratio=d.max_len_ratio, max_len_extra=d.max_len_extra, sample=sample,
                                 temperature=temperature, top_k=top_k, top_p=top_p, generator=gen)
-        return [[(self.codec.tgt_text(ids), score) for ids, score in hyps] for hyps in decoded]
+        return [[Translation(self.codec.tgt_text(ids), score, list(ids)) for ids, score in hyps] for hyps in decoded]
 
-    def attention(self, text: str, output: str) -> tuple[list[str], list[str], Optional[torch.Tensor]]:
-        """Source tokens, output tokens (+ <eos>) and the attention weights ``(T, S)`` of ``output``."""
+    def attention(self, text: str, output: Translation | Sequence[int]) -> tuple[list[str], list[str],
+                                                                              Optional[torch.Tensor]]:
+        """Source tokens, output tokens (+ <eos>) and the attention weights ``(T, S)`` of ``output``.
+
+        ``output`` is a ``Translation`` of ``text`` (or its token ids): the weights are those of the
+        tokens the model wrote, not of a re-tokenisation of its detokenised text (which can differ,
+        e.g. under BPE).
+        """
         c = self.codec
         src_tokens = c.src_tokens(text)
-        out_ids = c.tgt_ids(output)
+        out_ids = list(output.ids if isinstance(output, Translation) else output)
         b = seq2seq_batch([c.src_vocab.encode(src_tokens)], [out_ids], c.src_vocab.pad_id, c.tgt_vocab.pad_id,
                           c.tgt_vocab.bos_id, c.tgt_vocab.eos_id)
         with torch.inference_mode():
@@ -414,8 +428,9 @@ class Translator:
         return src_tokens, c.tgt_vocab.decode(out_ids) + [EOS], None if weights is None else weights[0].clone()
 
 
-def plot_attention(translator: Translator, texts: Sequence[str], outputs: Sequence[str], out_dir: str | Path) -> list[Path]:
-    """One heatmap PNG per sentence in ``out_dir``; returns the paths."""
+def plot_attention(translator: Translator, texts: Sequence[str], outputs: Sequence[Translation],
+                   out_dir: str | Path) -> list[Path]:
+    """One heatmap PNG per sentence (``outputs[i]`` a translation of ``texts[i]``) in ``out_dir``; returns the paths."""
     from rnnkit.plots import attention_heatmap
 
     if translator.model.config.attention == "none":
