@@ -1,0 +1,299 @@
+"""rnnkit.nn.scan (the GRU / plain-RNN layer with a hand-written backward) against torch.nn.GRU / torch.nn.RNN."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rnnkit.nn.recurrent as recurrent_module
+import rnnkit.nn.scan as scan_module
+from rnnkit.nn import Recurrent, State
+from rnnkit.nn.scan import Scan, free_spares, scan_layer
+
+B, T, I, H, L = 4, 7, 3, 5, 2
+LENGTHS = [7, 3, 5, 1]  # uneven, unsorted, one full, one of length 1
+MODES = ["gru", "rnn_tanh", "rnn_relu"]
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def torch_twin(mode: str, input_size: int = I, **kw) -> torch.nn.Module:
+    if mode == "gru":
+        return torch.nn.GRU(input_size, H, batch_first=True, **kw)
+    return torch.nn.RNN(input_size, H, batch_first=True, nonlinearity=mode[4:], **kw)
+
+
+def pair(mode, bidirectional, dtype, num_layers=L, bias=True, dropout=0.0):
+    theirs = torch_twin(mode, num_layers=num_layers, bidirectional=bidirectional, bias=bias).to(dtype)
+    ours = Recurrent(mode, I, H, num_layers, bidirectional, dropout=dropout, bias=bias).to(dtype)
+    ours.load_state_dict(theirs.state_dict())
+    return ours, theirs
+
+
+def readout(out, h, seed=1):
+    """A random linear read-out of outputs and final states (every gradient then differs from 1)."""
+    g = torch.Generator().manual_seed(seed)
+    return sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, h))
+
+
+def spy_on_scan(monkeypatch) -> list:
+    """The modes of the layers Recurrent runs through rnnkit.nn.scan, one entry per layer and direction."""
+    calls = []
+
+    def spy(*args, **kw):
+        calls.append(args[0])
+        return scan_layer(*args, **kw)
+
+    monkeypatch.setattr(recurrent_module, "scan_layer", spy)
+    return calls
+
+
+@pytest.fixture
+def scan_calls(monkeypatch):
+    """Spy on the scan, and let these small shapes take it and its oneDNN matmuls (in use the scan starts
+    where it outruns PyTorch's C++ step loop, oneDNN where its call overhead pays: larger shapes)."""
+    monkeypatch.setattr(recurrent_module, "SCAN_MIN_WORK", 0)
+    monkeypatch.setattr(scan_module, "ONEDNN_MIN_MACS", 0)
+    monkeypatch.setattr(scan_module, "PROJECTION_BLOCK_BYTES", 1000)  # a few steps per block: several blocks
+    return spy_on_scan(monkeypatch)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("with_state", [False, True], ids=["zero_state", "given_state"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("mode", MODES)
+def test_stack_matches_torch(mode, bidirectional, with_state, dtype, scan_calls):
+    """Outputs, final states and the gradients of the input, the initial state and every parameter."""
+    torch.manual_seed(0)
+    ours, theirs = pair(mode, bidirectional, dtype)
+    D = 2 if bidirectional else 1
+    x = torch.randn(B, T, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(L * D, B, H, dtype=dtype, requires_grad=True) if with_state else None
+    out, st = ours(x, state=None if h0 is None else State(h0))
+    ref_out, ref_h = theirs(x, h0)
+    assert len(scan_calls) == L * D  # every layer and direction went through the scan
+    tol = TOL[dtype]
+    assert torch.allclose(out, ref_out, atol=tol, rtol=0)
+    assert torch.allclose(st.h, ref_h, atol=tol, rtol=0)
+    wrt = [x, *([h0] if h0 is not None else []), *ours.parameters()]
+    ref_wrt = [x, *([h0] if h0 is not None else []), *theirs.parameters()]
+    for a, b in zip(torch.autograd.grad(readout(out, st.h), wrt), torch.autograd.grad(readout(ref_out, ref_h), ref_wrt),
+                    strict=True):
+        assert torch.allclose(a, b, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("mode", MODES)
+def test_uneven_lengths_equal_each_sequence_alone_in_torch(mode, bidirectional, scan_calls):
+    """A padded batch: each row's outputs, final state and gradients are what torch gives that row alone."""
+    torch.manual_seed(0)
+    dtype = torch.float64
+    ours, theirs = pair(mode, bidirectional, dtype)
+    D = 2 if bidirectional else 1
+    x = torch.randn(B, T, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(L * D, B, H, dtype=dtype, requires_grad=True)
+    out, st = ours(x, torch.tensor(LENGTHS), State(h0))
+    assert len(scan_calls) == L * D
+    loss, ref_loss = 0.0, 0.0
+    x_alone = []
+    for b, n in enumerate(LENGTHS):
+        xb = x[b : b + 1, :n].detach().clone().requires_grad_()
+        ref_out, ref_h = theirs(xb, h0[:, b : b + 1])  # the sequence alone: no pads at all
+        assert torch.allclose(out[b, :n], ref_out[0], atol=1e-10, rtol=0)
+        assert torch.all(out[b, n:] == 0)
+        assert torch.allclose(st.h[:, b], ref_h[:, 0], atol=1e-10, rtol=0)
+        loss = loss + readout(out[b, :n], st.h[:, b], seed=b)
+        ref_loss = ref_loss + readout(ref_out[0], ref_h[:, 0], seed=b)
+        x_alone.append(xb)
+    grads = torch.autograd.grad(loss, [x, h0, *ours.parameters()])
+    ref_grads = torch.autograd.grad(ref_loss, [*x_alone, h0, *theirs.parameters()])
+    d_x, ref_d_x = grads[0], ref_grads[:B]
+    for b, n in enumerate(LENGTHS):
+        assert torch.allclose(d_x[b, :n], ref_d_x[b][0], atol=1e-10, rtol=0)
+        assert torch.all(d_x[b, n:] == 0)  # pads get no gradient
+    for a, r in zip(grads[1:], ref_grads[B:], strict=True):
+        assert torch.allclose(a, r, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_outputs_only_padded_batch_uses_scan(mode, scan_calls):
+    """need_state=False (the tagger's and classifier's call) takes the scan too, same outputs."""
+    torch.manual_seed(0)
+    ours, theirs = pair(mode, True, torch.float64)
+    x, lens = torch.randn(B, T, I, dtype=torch.float64), torch.tensor(LENGTHS)
+    out, st = ours(x, lens, need_state=False)
+    assert st is None and len(scan_calls) == 2 * L
+    for b, n in enumerate(LENGTHS):
+        assert torch.allclose(out[b, :n], theirs(x[b : b + 1, :n])[0][0], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dropout_between_layers_is_torchs_layers_with_the_same_mask(mode, scan_calls):
+    """Training with dropout: layer 0, the dropout mask the stack drew, layer 1 -- each as torch computes it."""
+    torch.manual_seed(0)
+    dtype = torch.float64
+    ours, _ = pair(mode, True, dtype, dropout=0.5)
+    ours.train()
+    layers = []
+    for layer in range(L):
+        twin = torch_twin(mode, I if layer == 0 else 2 * H, bidirectional=True).to(dtype)
+        sd = {k.replace(f"_l{layer}", "_l0"): v for k, v in ours.state_dict().items() if f"_l{layer}" in k}
+        twin.load_state_dict(sd)
+        layers.append(twin)
+    x = torch.randn(B, T, I, dtype=dtype)
+    torch.manual_seed(7)
+    out = ours(x)[0]
+    torch.manual_seed(7)  # the same random stream: the stack draws its mask over its time-major (T, B, 2H) input
+    y0 = layers[0](x)[0]  # (B, T, 2H)
+    mask_source = F.dropout(y0.transpose(0, 1).contiguous(), 0.5, training=True).transpose(0, 1)
+    ref = layers[1](mask_source)[0]
+    assert torch.allclose(out, ref, atol=1e-10, rtol=0)
+    assert not torch.allclose(out, layers[1](y0)[0])  # the mask did act
+    assert len(scan_calls) == 2 * L
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["full", "masked"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck(mode, reverse, masked):
+    torch.manual_seed(0)
+    G = 3 if mode == "gru" else 1
+    Tn, Bn, In, Hn = 4, 3, 2, 3
+    args = [torch.randn(Tn, Bn, In), torch.randn(Bn, Hn), torch.randn(G * Hn, In), torch.randn(G * Hn, Hn) / 2,
+            torch.randn(G * Hn), torch.randn(G * Hn)]
+    args = [a.double().requires_grad_() for a in args]
+    keep = torch.arange(Tn).unsqueeze(1) < torch.tensor([4, 1, 3]) if masked else None  # (T, B)
+    assert torch.autograd.gradcheck(lambda *a: scan_layer(mode, *a, keep=keep, reverse=reverse), args)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_without_bias(mode, scan_calls):
+    torch.manual_seed(0)
+    ours, theirs = pair(mode, True, torch.float64, bias=False)
+    x = torch.randn(B, T, I, dtype=torch.float64, requires_grad=True)
+    out, st = ours(x)
+    ref_out, ref_h = theirs(x)
+    assert len(scan_calls) == 2 * L
+    assert torch.allclose(out, ref_out, atol=1e-10, rtol=0) and torch.allclose(st.h, ref_h, atol=1e-10, rtol=0)
+    for a, b in zip(torch.autograd.grad(readout(out, st.h), [x, *ours.parameters()]),
+                    torch.autograd.grad(readout(ref_out, ref_h), [x, *theirs.parameters()]), strict=True):
+        assert torch.allclose(a, b, atol=1e-9, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")  # printed by torch.backends.mkldnn.flags
+@pytest.mark.parametrize("mode", MODES)
+def test_onednn_and_fallback_matmuls_agree(mode, scan_calls):
+    """float32 products go to oneDNN where torch has it; with oneDNN off they go to addmm: same numbers."""
+    if scan_module._onednn_linear() is None:
+        pytest.skip("this torch has no oneDNN matmul")
+    torch.manual_seed(0)
+    ours = Recurrent(mode, I, H, L, bidirectional=True)
+    x, lens = torch.randn(B, T, I), torch.tensor(LENGTHS)
+    results = []
+    for enabled in (True, False):
+        with torch.backends.mkldnn.flags(enabled=enabled):
+            out, st = ours(x, lens)
+            grads = torch.autograd.grad(readout(out, st.h), list(ours.parameters()))
+        results.append((out, st.h, *grads))
+    assert len(scan_calls) == 2 * (2 * L)
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_graphs_alive_together_and_backward_twice(scan_calls):
+    """Two forwards before their backward (gradient accumulation), and retain_graph: the scratch buffers are safe."""
+    torch.manual_seed(0)
+    ours = Recurrent("gru", I, H, L, bidirectional=True).double()
+    x1, x2 = torch.randn(B, T, I, dtype=torch.float64), torch.randn(B, T + 2, I, dtype=torch.float64)
+    params = list(ours.parameters())
+    separate = [torch.autograd.grad(readout(*_out_h(ours, x)), params) for x in (x1, x2)]
+    loss = readout(*_out_h(ours, x1)) + readout(*_out_h(ours, x2))  # both graphs alive
+    together = torch.autograd.grad(loss, params, retain_graph=True)
+    again = torch.autograd.grad(loss, params)
+    assert len(scan_calls) == 4 * (2 * L)
+    for s1, s2, t, a in zip(*separate, together, again):
+        assert torch.allclose(s1 + s2, t, atol=1e-10) and torch.equal(t, a)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("mode", MODES)
+def test_sum_loss_float32(mode, bidirectional, scan_calls):
+    """``out.sum()``: the incoming gradient is a broadcast (stride-0) tensor; float32 runs oneDNN's matmuls."""
+    torch.manual_seed(0)
+    ours, theirs = pair(mode, bidirectional, torch.float32)
+    x = torch.randn(B, T, I, requires_grad=True)
+    out, st = ours(x)
+    ref_out, ref_h = theirs(x)
+    assert len(scan_calls) == L * (2 if bidirectional else 1)
+    for a, b in zip(torch.autograd.grad(out.sum() + st.h.sum(), [x, *ours.parameters()]),
+                    torch.autograd.grad(ref_out.sum() + ref_h.sum(), [x, *theirs.parameters()]), strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0)
+    free_spares()  # the next backward allocates its scratch afresh: same numbers
+    again = torch.autograd.grad(ours(x)[0].sum(), [x])[0]
+    assert torch.allclose(again, torch.autograd.grad(theirs(x)[0].sum(), [x])[0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_training_size_float32(mode, monkeypatch):
+    """A layer of the size the scan is for, as dispatched in use: float32 against torch to rounding."""
+    torch.manual_seed(0)
+    calls = spy_on_scan(monkeypatch)
+    Bb, Tb, Ib, Hb = 32, 40, 16, 128
+    ours = Recurrent(mode, Ib, Hb, L, bidirectional=True)
+    theirs = (torch.nn.GRU if mode == "gru" else torch.nn.RNN)(
+        Ib, Hb, L, batch_first=True, bidirectional=True, **({} if mode == "gru" else {"nonlinearity": mode[4:]}))
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(Bb, Tb, Ib, requires_grad=True)
+    out, st = ours(x)
+    ref_out, ref_h = theirs(x)
+    assert len(calls) == 2 * L
+    assert torch.allclose(out, ref_out, atol=1e-5, rtol=0) and torch.allclose(st.h, ref_h, atol=1e-5, rtol=0)
+    grads = torch.autograd.grad(readout(out, st.h), [x, *ours.parameters()])
+    ref_grads = torch.autograd.grad(readout(ref_out, ref_h), [x, *theirs.parameters()])
+    for a, b in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5 * b.abs().max(), rtol=0)  # weight gradients reach ~100 here
+
+
+def _out_h(module, x):
+    out, st = module(x)
+    return out, st.h
+
+
+def test_dispatch(monkeypatch):
+    """Where Recurrent takes the scan, and where it keeps its other paths."""
+    torch.manual_seed(0)
+    calls = spy_on_scan(monkeypatch)
+    Bb, Hb = 64, 128  # 64 * 3 * 128^2 multiply-adds per GRU step: the scan's ground
+    x, lens = torch.randn(Bb, T, I), torch.randint(1, T + 1, (Bb,))
+
+    def used(module, inputs, lengths=None, **kw):
+        calls.clear()
+        module(inputs, lengths, **kw)
+        return len(calls) > 0
+
+    gru = Recurrent("gru", I, Hb, L)
+    assert used(gru, x) and used(gru, x, lens) and used(gru, x, lens, need_state=False)
+    assert used(gru.double(), x.double())
+    gru.float()
+    with torch.no_grad():
+        assert used(gru, x)  # inference too: measured faster than torch's kernel as well
+    assert used(Recurrent("rnn", I, 2 * Hb, L), x) and used(Recurrent("rnn_relu", I, 2 * Hb, L), x, lens)
+    assert not used(gru, x[:, :1])  # one step (generation) keeps its own paths
+    small = Recurrent("gru", I, 16, L)  # short sequences through a small layer: PyTorch's C++ loop is faster
+    assert not used(small, x) and not used(gru, x[:2])
+    long_x = torch.randn(Bb, 16, I)
+    assert used(small, long_x)  # in training, long enough sequences make up for the Python step loop
+    with torch.no_grad():
+        assert not used(small, long_x)  # inference without a graph: torch's loop stays ahead on small layers
+    assert not used(Recurrent("lstm", I, Hb, L), x)  # LSTM stays on oneDNN's LSTM
+    assert not used(Recurrent("gru", I, Hb, L, backend="reference"), x)  # the reference stays the cell loop
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not used(gru, x)
+    assert gru._fused_strategy(x, None) == "scan" and gru._fused_strategy(x, lens) == "scan"
+
+
+def test_scan_layer_checks_its_arguments():
+    x, h0 = torch.randn(T, B, I), torch.zeros(B, H)
+    w_ih, w_hh = torch.randn(3 * H, I), torch.randn(3 * H, H)
+    with pytest.raises(ValueError, match="runs"):
+        scan_layer("lstm", x, h0, w_ih, w_hh, None, None)
+    with pytest.raises(ValueError, match="both biases or neither"):
+        scan_layer("gru", x, h0, w_ih, w_hh, torch.zeros(3 * H), None)
+    assert issubclass(Scan, torch.autograd.Function)
