@@ -1,7 +1,9 @@
 """How close an LSTM training step comes to the machine's own float32 matmul throughput.
 
 One process: first the matmul at the LSTM's own shapes — one step ``(B, I+H) x (I+H, 4H)`` repeated,
-and all steps at once ``(T*B, I+H) x (I+H, 4H)`` (the better of the two is the limit) — then
+and all steps at once ``(T*B, I+H) x (I+H, 4H)``, each through ``torch.mm`` (MKL) and through
+oneDNN's matmul (which the fused LSTM itself uses; on some CPUs about twice MKL's speed): the best
+of the four is the limit — then
 the training step (forward and backward of a 2-layer LSTM stack over ``T`` steps) through
 rnnkit's ``Recurrent`` (fused backend) and through ``torch.nn.LSTM``; each reported as achieved
 GFLOP/s and as a fraction of the matmul's.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from rnnkit.nn import Recurrent
+from rnnkit.nn.scan import _onednn_linear
 from _common import median_times, parser, write_report
 
 
@@ -32,24 +35,34 @@ def run(batch: int, seq: int, embed: int, hidden: int, layers: int, rounds: int)
     a2 = torch.randn(batch, 2 * hidden)
     w2 = torch.randn(2 * hidden, 4 * hidden)
 
-    def matmuls():
-        for _ in range(seq):
-            torch.mm(a, w)
-            for _ in range(layers - 1):
-                torch.mm(a2, w2)
-
     big_a = torch.randn(seq * batch, embed + hidden)
     big_a2 = torch.randn(seq * batch, 2 * hidden)
+    onednn = _onednn_linear()  # x w^T with w (N, K), or None where torch has no usable oneDNN matmul
+    wt, w2t = w.t().contiguous(), w2.t().contiguous()
 
-    def big_matmuls():  # the same products for all steps at once (the shape hoisted projections use)
-        torch.mm(big_a, w)
-        for _ in range(layers - 1):
-            torch.mm(big_a2, w2)
+    def products(matmul, repeat, x1, x2):
+        def go():
+            for _ in range(repeat):
+                matmul(x1)
+                for _ in range(layers - 1):
+                    matmul(x2)
+        return go
 
+    def with_mm(x):
+        return torch.mm(x, w if x.shape[1] == w.shape[0] else w2)
+
+    def with_onednn(x):
+        return onednn(x, wt if x.shape[1] == wt.shape[1] else w2t, None, "none", [], "")
+
+    candidates = {"torch.mm per step": products(with_mm, seq, a, a2),
+                  "torch.mm all steps at once": products(with_mm, 1, big_a, big_a2)}
+    if onednn is not None:
+        candidates["oneDNN per step"] = products(with_onednn, seq, a, a2)
+        candidates["oneDNN all steps at once"] = products(with_onednn, 1, big_a, big_a2)
     mm_flops = seq * (2 * batch * (embed + hidden) * 4 * hidden + (layers - 1) * 2 * batch * 2 * hidden * 4 * hidden)
-    per_step_s = _median_seconds(matmuls, rounds)
-    all_steps_s = _median_seconds(big_matmuls, rounds)
-    mm_s = min(per_step_s, all_steps_s)  # the limit: the better of the two
+    matmul_s = median_times(candidates, rounds)
+    per_step_s, all_steps_s = matmul_s["torch.mm per step"], matmul_s["torch.mm all steps at once"]
+    mm_s = min(matmul_s.values())  # the limit: the best of them
     train_flops = 3 * mm_flops  # forward, and backward for inputs and weights
     x = torch.randn(batch, seq, embed)
     results = {}
@@ -71,6 +84,7 @@ def run(batch: int, seq: int, embed: int, hidden: int, layers: int, rounds: int)
             "matmul_gflop_s": round(mm_flops / mm_s / 1e9, 1),
             "matmul_per_step_gflop_s": round(mm_flops / per_step_s / 1e9, 1),
             "matmul_all_steps_gflop_s": round(mm_flops / all_steps_s / 1e9, 1),
+            "matmul_gflop_s_each": {k: round(mm_flops / v / 1e9, 1) for k, v in matmul_s.items()},
             "training_step": results, "rounds": rounds}
 
 
@@ -85,8 +99,9 @@ def main() -> None:
     out = write_report("limit", args, results=results)
     for r in results:
         s = r["shape"]
-        print(f"B{s['batch']} T{s['seq_len']} E{s['embed']} H{s['hidden']} L{s['layers']}: "
-              f"matmul {r['matmul_per_step_gflop_s']} GFLOP/s per step, {r['matmul_all_steps_gflop_s']} all steps at once")
+        print(f"B{s['batch']} T{s['seq_len']} E{s['embed']} H{s['hidden']} L{s['layers']}: the limit "
+              f"{r['matmul_gflop_s']} GFLOP/s, the best of: "
+              + ", ".join(f"{k} {v}" for k, v in r["matmul_gflop_s_each"].items()))
         for name, v in r["training_step"].items():
             print(f"  {name:28} {v['gflop_s']:>7} GFLOP/s  {v['fraction_of_matmul']:.2f} of the matmul")
     print(f"written to {out}")
