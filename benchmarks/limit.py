@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from rnnkit.nn import Recurrent
-from rnnkit.nn.scan import _onednn_linear
+from rnnkit.nn.onednn import onednn_linear_op
 from _common import median_times, parser, write_report
 
 
@@ -37,7 +37,7 @@ def run(batch: int, seq: int, embed: int, hidden: int, layers: int, rounds: int)
 
     big_a = torch.randn(seq * batch, embed + hidden)
     big_a2 = torch.randn(seq * batch, 2 * hidden)
-    onednn = _onednn_linear()  # x w^T with w (N, K), or None where torch has no usable oneDNN matmul
+    onednn = onednn_linear_op()  # x w^T with w (N, K), or None where torch has no usable oneDNN matmul
     wt, w2t = w.t().contiguous(), w2.t().contiguous()
 
     def products(matmul, repeat, x1, x2):

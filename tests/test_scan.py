@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import rnnkit.nn.recurrent as recurrent_module
+import rnnkit.nn.onednn as onednn_module
 import rnnkit.nn.scan as scan_module
 from rnnkit.nn import Recurrent, State
 from rnnkit.nn.scan import Scan, free_spares, scan_layer
@@ -50,7 +51,7 @@ def scan_calls(monkeypatch):
     """Spy on the scan, and let these small shapes take it and its oneDNN matmuls (in use the scan starts
     where it outruns PyTorch's C++ step loop, oneDNN where its call overhead pays: larger shapes)."""
     monkeypatch.setattr(recurrent_module, "SCAN_MIN_WORK", 0)
-    monkeypatch.setattr(scan_module, "ONEDNN_MIN_MACS", 0)
+    monkeypatch.setattr(onednn_module, "ONEDNN_MIN_MACS", 0)
     monkeypatch.setattr(scan_module, "PROJECTION_BLOCK_BYTES", 1000)  # a few steps per block: several blocks
     return spy_on_scan(monkeypatch)
 
@@ -181,7 +182,7 @@ def test_without_bias(mode, scan_calls):
 @pytest.mark.parametrize("mode", MODES)
 def test_onednn_and_fallback_matmuls_agree(mode, scan_calls):
     """float32 products go to oneDNN where torch has it; with oneDNN off they go to addmm: same numbers."""
-    if scan_module._onednn_linear() is None:
+    if onednn_module.onednn_linear_op() is None:
         pytest.skip("this torch has no oneDNN matmul")
     torch.manual_seed(0)
     ours = Recurrent(mode, I, H, L, bidirectional=True)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from rnnkit.losses import sequence_nll
 from rnnkit.nn import Recurrent, State
+from rnnkit.nn.onednn import Linear
 
 
 @dataclass
@@ -63,7 +64,7 @@ class LanguageModel(nn.Module):
                              dropout=c.dropout if c.num_layers > 1 else 0.0,  # between layers only
                              backend=c.backend, bias=c.bias)
         self.drop = nn.Dropout(c.dropout)
-        self.out = nn.Linear(c.hidden_size, c.vocab_size, bias=c.bias)
+        self.out = Linear(c.hidden_size, c.vocab_size, bias=c.bias)
         if c.tie_weights:
             if self.embedding is None or c.embedding_size != c.hidden_size:
                 raise ValueError("tie_weights needs an embedding with embedding_size == hidden_size "

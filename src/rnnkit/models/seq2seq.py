@@ -41,6 +41,7 @@ from rnnkit.models._inputs import check_padded
 from rnnkit.models.language_model import LossOutput
 from rnnkit.nn import Recurrent, State
 from rnnkit.nn.attention import Attention
+from rnnkit.nn.onednn import Linear
 
 ATTENTIONS = ("none", "bahdanau", "luong")
 LUONG_SCORES = ("dot", "general")
@@ -137,12 +138,12 @@ class Seq2Seq(nn.Module):
         self.attention = None
         if c.attention != "none":
             self.attention = Attention("bahdanau" if c.attention == "bahdanau" else c.score, H, H)
-            self.combine = nn.Linear(2 * H, H, bias=False)  # h~ = tanh(W_c [context; h])
+            self.combine = Linear(2 * H, H, bias=False)  # h~ = tanh(W_c [context; h])
         feeds = c.attention == "bahdanau" or c.input_feeding
         self.decoder = Recurrent(c.cell, E + (H if feeds else 0), H, num_layers=c.num_layers,
                                  dropout=c.dropout if c.num_layers > 1 else 0.0, backend=c.backend)
         self.drop = nn.Dropout(c.dropout)
-        self.out = nn.Linear(H, c.tgt_vocab_size)
+        self.out = Linear(H, c.tgt_vocab_size)
         if c.tie_embeddings:
             self.out.weight = self.tgt_embed.weight
 

@@ -27,9 +27,10 @@ from torch import Tensor, nn
 from rnnkit.losses import sequence_nll
 from rnnkit.models.language_model import LossOutput
 from rnnkit.nn import CRF, Recurrent
+from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded, check_word_model, copy_embeddings, drop_words
+from rnnkit.nn.onednn import Linear
 
 CHAR_ENCODERS = ("none", "lstm", "cnn")
-from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded, check_word_model, copy_embeddings, drop_words
 
 
 @dataclass
@@ -98,7 +99,7 @@ class Tagger(nn.Module):
                              bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0,
                              backend=c.backend)
         self.num_directions = 2 if c.bidirectional else 1
-        self.out = nn.Linear(self.num_directions * c.hidden_size, c.num_tags)  # (D*H) -> K emission scores
+        self.out = Linear(self.num_directions * c.hidden_size, c.num_tags)  # (D*H) -> K emission scores
         self.crf = CRF(c.num_tags) if c.crf else None
 
     # ----------------------------------------------------------------- inputs

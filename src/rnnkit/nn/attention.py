@@ -19,6 +19,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from rnnkit.nn.onednn import Linear
+
 SCORES = ("bahdanau", "dot", "general")
 
 
@@ -35,11 +37,11 @@ class Attention(nn.Module):
                              "use 'general' to learn a map between them")
         if score == "bahdanau":
             a = attention_size or query_size
-            self.query_proj = nn.Linear(query_size, a, bias=False)
-            self.key_proj = nn.Linear(memory_size, a, bias=True)
+            self.query_proj = Linear(query_size, a, bias=False)
+            self.key_proj = Linear(memory_size, a, bias=True)
             self.v = nn.Linear(a, 1, bias=False)
         elif score == "general":
-            self.key_proj = nn.Linear(memory_size, query_size, bias=False)
+            self.key_proj = Linear(memory_size, query_size, bias=False)
 
     def keys(self, memory: Tensor) -> Tensor:
         """The memory-only part of the score, computed once: ``(B, S, M) -> (B, S, A)``."""

@@ -16,7 +16,7 @@
 Where the time goes on CPU, and what this module does about it (measured, 1 thread,
 torch 2.13, AVX-512 AMD CPU; see ``benchmarks/gru_rnn.py``):
 
-* matmuls: float32 products go to oneDNN (``_linear``), about 2x the throughput
+* matmuls: float32 products go to oneDNN (``rnnkit.nn.onednn.linear``), about 2x the throughput
   of the MKL sgemm that ``torch.mm`` and ``torch.nn.GRU`` use on this CPU;
 * ``tanh``: torch's CPU tanh costs 5x a sigmoid, so ``tanh(a) = 2 sigmoid(2a) - 1``,
   with the factor 2 folded into the weights (doubling is exact);
@@ -46,13 +46,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnkit.nn.onednn import linear as _linear, uses_onednn as _onednn
+
 SCAN_MODES = ("gru", "rnn_tanh", "rnn_relu")
 
 _aten = torch.ops.aten
-_UNCHECKED = object()
-_ONEDNN_LINEAR: object = _UNCHECKED  # see _onednn_linear()
 PROJECTION_BLOCK_BYTES = 4 << 20  # the input projection is computed this much at a time (see _Projection)
-ONEDNN_MIN_MACS = 1 << 20  # smaller products go to addmm: oneDNN's 10 us more per call outweigh its speed (measured)
 
 
 def scan_layer(
@@ -222,54 +221,6 @@ class Scan(torch.autograd.Function):
                 d_b_hh = d_b_ih.clone()  # its own tensor: autograd may keep it as the .grad
         _SPARE.give(grads)  # nothing returned refers to it
         return d_x, (d_h0 if need[1] else None), d_w_ih, d_w_hh, d_b_ih, d_b_hh, None, None, None
-
-
-def _linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None, add: Optional[Tensor] = None) -> Tensor:
-    """``x w^T (+ bias) (+ add)`` as a new tensor: ``x`` ``(M, K)``, ``w`` ``(N, K)`` contiguous, ``add`` ``(M, N)``.
-
-    float32 goes to oneDNN's matmul where torch has it (and ``torch.backends.mkldnn``
-    is enabled): measured about 2x ``torch.mm`` (MKL) on an AVX-512 AMD CPU, where
-    MKL runs its AVX2 code, but 10 us more per call, so only from ``ONEDNN_MIN_MACS``
-    multiply-adds.  Anything else (float64, no oneDNN, small products) goes to ``addmm``.
-    """
-    if _onednn(x, x.shape[0] * x.shape[1] * w.shape[0]):
-        op = _onednn_linear()
-        return op(x, w, bias, "none", [], "") if add is None else op.binary(x, add, w, bias, "add")
-    if add is None:
-        return torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
-    y = torch.addmm(add, x, w.t())
-    return y if bias is None else y.add_(bias)
-
-
-def _onednn_linear():
-    """oneDNN's matmul with an optional bias and an optional added tensor, or None (then: addmm).
-
-    ``torch.ops.mkldnn._linear_pointwise`` is internal to torch (there for its
-    compiler's CPU backend), so it is used only after a check, once per process, that
-    it exists and computes ``x w^T + b`` and ``x w^T + b + a`` on a small product:
-    a torch without oneDNN, or one where the op is gone or changed, gets addmm.
-    """
-    global _ONEDNN_LINEAR
-    if _ONEDNN_LINEAR is _UNCHECKED:
-        _ONEDNN_LINEAR = None
-        op = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-        if op is not None:
-            g = torch.Generator().manual_seed(0)
-            x, w, b, a = (torch.randn(shape, generator=g) for shape in ((3, 4), (5, 4), (5,), (3, 5)))
-            want = torch.addmm(b, x, w.t())
-            try:
-                works = (torch.allclose(op(x, w, b, "none", [], ""), want, atol=1e-5)
-                         and torch.allclose(op.binary(x, a, w, b, "add"), want + a, atol=1e-5))
-            except (RuntimeError, TypeError, AttributeError):
-                works = False
-            _ONEDNN_LINEAR = op if works else None
-    return _ONEDNN_LINEAR
-
-
-def _onednn(x: Tensor, macs: int) -> bool:
-    """Whether a product of ``macs`` multiply-adds on ``x`` goes to oneDNN."""
-    return (macs >= ONEDNN_MIN_MACS and x.dtype == torch.float32 and torch.backends.mkldnn.enabled
-            and _onednn_linear() is not None)
 
 
 class _Projection:
