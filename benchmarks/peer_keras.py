@@ -35,7 +35,7 @@ TensorFlow and Keras 3 are an optional dependency of this script only
 without them it prints why and exits 0. TensorFlow gets ``--threads`` intra-op and
 inter-op threads, torch ``--threads`` threads.
 
-    python benchmarks/peer_keras.py            # full shapes, 10-15 minutes on 2 cores
+    python benchmarks/peer_keras.py            # full shapes, about 3.5 minutes on 2 cores
     python benchmarks/peer_keras.py --quick    # small shapes, under a minute
 
 Writes benchmarks/results/peer_keras[-quick].json and prints a table.
