@@ -171,12 +171,12 @@ class _Tagger(_Loaded):
         import torch
 
         from rnnkit.data import Sentence, read_tokens
-        from rnnkit.tasks.tag import _predict_sentences
+        from rnnkit.tasks.tag import predict_sentences
 
         per_text = [read_tokens(t) for t in texts]
         sents = [Sentence(toks, None, "<request>", i + 1) for toks_list in per_text for i, toks in enumerate(toks_list)]
         with self.lock, torch.inference_mode():
-            tags = _predict_sentences(self.model, self.enc, sents)
+            tags = predict_sentences(self.model, self.enc, sents)
         out, k = [], 0
         for text, toks_list in zip(texts, per_text):
             rows = [{"tokens": s.tokens, "tags": t} for s, t in zip(sents[k: k + len(toks_list)],

@@ -22,7 +22,7 @@ from rnnkit.data import Example, read_classification, stratified_kfold, stratifi
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import ClassificationMetrics
 from rnnkit.models import Classifier, ClassifierConfig
-from rnnkit.tasks.runs import load_pretrained, main_log, on_main, open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import load_pretrained, main_log, model_device, on_main, open_run, prepare_run_dir, run_config
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -103,7 +103,7 @@ def evaluate_model(model, batches: SequenceBatches, num_classes: int, labels: Se
     """Accuracy, macro-F1, per-class scores and confusion matrix, plus the mean loss."""
     metrics = ClassificationMetrics(num_classes, list(labels))
     total = count = 0.0
-    device = next(model.parameters()).device
+    device = model_device(model)
     for batch in batches.epoch_batches():
         batch = batch.to(device)
         logits = model(batch.inputs, lengths=batch.lengths, mask=batch.mask)  # (B, C)

@@ -23,7 +23,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import TokenNLL
 from rnnkit.models import LanguageModel, LanguageModelConfig
 from rnnkit import distributed
-from rnnkit.tasks.runs import main_log, on_main, open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import main_log, model_device, on_main, open_run, prepare_run_dir, run_config
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -82,7 +82,7 @@ def _split_labelled(data: dict[str, list[str]], fraction: float, seed: int):
 def evaluate_batches(model, batches) -> dict[str, float]:
     """Token-weighted NLL over one pass, carrying state along a stream."""
     meter, carry = TokenNLL(), None
-    device = next(model.parameters()).device
+    device = model_device(model)
     for batch in batches.epoch_batches():
         out = model.loss(batch.to(device), carry)
         carry = out.carry

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 
 from rnnkit import checkpoint as ckpt
@@ -11,6 +11,9 @@ from rnnkit import distributed
 from rnnkit.errors import CheckpointError, ConfigError
 from rnnkit.models import build_model
 from rnnkit.vocab import Vocab
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve(cls, explicit: Mapping[str, Any], *layers: Mapping[str, Any]):
@@ -49,6 +52,11 @@ def main_log(log: Callable[[str], None]) -> Callable[[str], None]:
 def on_main(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run ``fn`` once (rank 0 under torchrun) and hand every rank its result."""
     return distributed.on_main(fn, *args, **kwargs)
+
+
+def model_device(model) -> torch.device:
+    """The device a model's parameters live on (where its inputs must go)."""
+    return next(model.parameters()).device
 
 
 def prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool = False) -> None:

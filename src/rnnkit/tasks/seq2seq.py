@@ -27,7 +27,7 @@ from rnnkit.decoding import beam_search, greedy_search, generate
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import ErrorRates, TokenNLL, TranslationMetrics
 from rnnkit.models import Seq2Seq, Seq2SeqConfig
-from rnnkit.tasks.runs import fit_best, main_log, on_main, open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import fit_best, main_log, model_device, on_main, open_run, prepare_run_dir, run_config
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -213,7 +213,7 @@ def translate_ids(model: Seq2Seq, src: Sequence[Sequence[int]], pad_id: int, *, 
     order = sorted(range(len(src)), key=lambda i: len(src[i]))
     out: list[Any] = [None] * len(src)
     eos = model.config.tgt_eos_id
-    device = next(model.parameters()).device
+    device = model_device(model)
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s: s + batch_size]
@@ -253,7 +253,7 @@ def _score(model: Seq2Seq, codec: Codec, split: Split, cmudict: bool, beam: int 
     model.eval()
     nll = TokenNLL()
     with torch.inference_mode():
-        device = next(model.parameters()).device
+        device = model_device(model)
         for batch in codec.batches(src, tgt, 128).epoch_batches():
             out = model.loss(batch.to(device))
             nll.update(float(out.loss), int(out.num_tokens))

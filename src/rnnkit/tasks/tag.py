@@ -19,7 +19,8 @@ from rnnkit.data import Sentence, read_conll, read_conllu, read_tokens, write_co
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import Accuracy, EntityF1
 from rnnkit.models import Tagger, TaggerConfig
-from rnnkit.tasks.runs import fit_best, load_pretrained, main_log, on_main, open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import (fit_best, load_pretrained, main_log, model_device, on_main, open_run, prepare_run_dir,
+                               run_config)
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
 
@@ -107,7 +108,7 @@ def evaluate_model(model, batches: SequenceBatches, enc: Encoder, entity: bool) 
     f1 = EntityF1("BIOES" if any(t[:2] in ("E-", "S-") for t in enc.tags.tokens) else "BIO") if entity else None
     total = count = 0.0
     preds_all = []
-    device = next(model.parameters()).device
+    device = model_device(model)
     for batch in batches.epoch_batches():
         batch = batch.to(device)
         out, pred = model.loss_and_predict(batch)  # one pass of the network for both
@@ -124,11 +125,11 @@ def evaluate_model(model, batches: SequenceBatches, enc: Encoder, entity: bool) 
     return metrics, preds_all
 
 
-def _predict_sentences(model, enc: Encoder, sents: Sequence[Sentence], batch_size: int = 64) -> list[list[str]]:
+def predict_sentences(model, enc: Encoder, sents: Sequence[Sentence], batch_size: int = 64) -> list[list[str]]:
     """Predicted tags per sentence, in input order."""
     order = sorted(range(len(sents)), key=lambda i: len(sents[i].tokens))
     out: list[Optional[list[str]]] = [None] * len(sents)
-    device = next(model.parameters()).device
+    device = model_device(model)
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s: s + batch_size]
@@ -199,7 +200,7 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
         with torch.inference_mode():
             scores, _ = evaluate_model(model, enc.batches(final, 256), enc, entity)
         fmt = _format(path, data)
-        _write_predictions(out / f"{split}.predictions.{fmt}", final, _predict_sentences(model, enc, final), data, fmt)
+        _write_predictions(out / f"{split}.predictions.{fmt}", final, predict_sentences(model, enc, final), data, fmt)
         result.update({"split": split, **scores})
         shown = f"entity F1 {scores['f1']:.4f}, " if entity else ""
         log(f"{split}: {shown}token accuracy {scores['accuracy']:.4f} ({len(final):,} sentences); "
@@ -229,11 +230,11 @@ def predict(run: str | Path, text: str, fmt: str = "text", encoding: str = "utf-
             raise ConfigError("--format conllu needs a FILE (a CoNLL-U file whose column is filled)")
         sents = read_conllu(path, column=data.column or "upos", encoding=encoding)
         buf = io.StringIO()
-        write_conllu(sents, _predict_sentences(model, enc, sents), buf, column=data.column or "upos")
+        write_conllu(sents, predict_sentences(model, enc, sents), buf, column=data.column or "upos")
         return buf.getvalue()
     sents = [Sentence(toks, None, "<input>", i + 1) for i, toks in enumerate(read_tokens(text))]
     lines = []
-    for s, tags in zip(sents, _predict_sentences(model, enc, sents)):
+    for s, tags in zip(sents, predict_sentences(model, enc, sents)):
         lines += [f"{tok}\t{tag}" for tok, tag in zip(s.tokens, tags)] + [""]
     return "\n".join(lines) + ("\n" if lines else "")
 
