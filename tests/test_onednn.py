@@ -13,6 +13,7 @@ needs_onednn = pytest.mark.skipif(onednn.onednn_linear_op() is None, reason="thi
 def every_product(monkeypatch):
     """Every float32 product goes to oneDNN, however small, and the calls are counted."""
     monkeypatch.setattr(onednn, "ONEDNN_MIN_MACS", 0)
+    monkeypatch.setattr(onednn, "_FASTER", True)
     calls = []
     real = onednn.onednn_linear_op
 
@@ -100,9 +101,24 @@ def test_a_broken_op_is_never_used(monkeypatch):
             return torch.zeros_like(a)
 
     monkeypatch.setattr(onednn, "_ONEDNN_LINEAR", onednn._UNCHECKED)
+    monkeypatch.setattr(onednn, "_FASTER", None)
     monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", Wrong(), raising=False)
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
     assert onednn.onednn_linear_op() is None
     monkeypatch.setattr(onednn, "ONEDNN_MIN_MACS", 0)
     x, w = torch.randn(5, 3), torch.randn(4, 3)
     torch.testing.assert_close(linear(x, w), x @ w.t())
+
+
+@pytest.mark.parametrize("forced,expected", [("0", False), ("1", True)])
+def test_the_choice_can_be_forced(forced, expected, monkeypatch):
+    monkeypatch.setattr(onednn, "_FASTER", None)
+    monkeypatch.setenv("RNNKIT_ONEDNN_MATMUL", forced)
+    assert onednn.onednn_is_faster() is (expected and onednn.onednn_linear_op() is not None)
+
+
+def test_the_choice_is_timed_once(monkeypatch):
+    monkeypatch.setattr(onednn, "_FASTER", None)
+    monkeypatch.delenv("RNNKIT_ONEDNN_MATMUL", raising=False)
+    first = onednn.onednn_is_faster()
+    assert isinstance(first, bool) and onednn._FASTER is first and onednn.onednn_is_faster() is first

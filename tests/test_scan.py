@@ -52,6 +52,7 @@ def scan_calls(monkeypatch):
     where it outruns PyTorch's C++ step loop, oneDNN where its call overhead pays: larger shapes)."""
     monkeypatch.setattr(recurrent_module, "SCAN_MIN_WORK", 0)
     monkeypatch.setattr(onednn_module, "ONEDNN_MIN_MACS", 0)
+    monkeypatch.setattr(onednn_module, "_FASTER", onednn_module.onednn_linear_op() is not None)
     monkeypatch.setattr(scan_module, "PROJECTION_BLOCK_BYTES", 1000)  # a few steps per block: several blocks
     return spy_on_scan(monkeypatch)
 

@@ -11,10 +11,13 @@ half of a training step.
 
 oneDNN's matmul is reached through ``torch.ops.mkldnn._linear_pointwise``, an op
 internal to torch (there for its compiler's CPU backend); it is used only after a
-check, once per process, that it exists and computes what it should.
+check, once per process, that it exists and computes what it should, and that it is
+faster than ``torch.mm`` on this machine (``onednn_is_faster``).
 """
 from __future__ import annotations
 
+import os
+import time
 from typing import Optional
 
 import torch
@@ -51,10 +54,47 @@ def onednn_linear_op():
     return _ONEDNN_LINEAR
 
 
+_FASTER: Optional[bool] = None  # see onednn_is_faster()
+
+
+def onednn_is_faster() -> bool:
+    """Whether oneDNN's matmul beats ``torch.mm`` on this machine, measured once per process.
+
+    Which library is faster depends on the CPU (here, an AMD EPYC: MKL's sgemm takes its
+    AVX2 code and oneDNN runs about 1.8x faster; on other CPUs MKL may win), so the
+    choice is timed on one product of the size of an output layer's (a few ms, once).
+    ``RNNKIT_ONEDNN_MATMUL=1`` or ``=0`` decides without timing.
+    """
+    global _FASTER
+    if _FASTER is None:
+        forced = os.environ.get("RNNKIT_ONEDNN_MATMUL")
+        op = onednn_linear_op()
+        if op is None or forced == "0":
+            _FASTER = False
+        elif forced == "1":
+            _FASTER = True
+        else:
+            g = torch.Generator().manual_seed(0)
+            x, w = torch.randn(256, 512, generator=g), torch.randn(2048, 512, generator=g)
+            wt = w.t()
+
+            def best(fn) -> float:
+                fn()  # warm up
+                times = []
+                for _ in range(3):
+                    t = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t)
+                return min(times)
+
+            _FASTER = best(lambda: op(x, w, None, "none", [], "")) < 0.9 * best(lambda: torch.mm(x, wt))
+    return _FASTER
+
+
 def uses_onednn(x: Tensor, macs: int) -> bool:
     """Whether a product of ``macs`` multiply-adds on ``x`` goes to oneDNN."""
     return (macs >= ONEDNN_MIN_MACS and x.dtype == torch.float32 and x.device.type == "cpu"
-            and torch.backends.mkldnn.enabled and onednn_linear_op() is not None)
+            and torch.backends.mkldnn.enabled and onednn_is_faster())
 
 
 def linear(x: Tensor, w: Tensor, bias: Optional[Tensor] = None, add: Optional[Tensor] = None) -> Tensor:
@@ -121,4 +161,4 @@ class Linear(nn.Linear):
         return uses_onednn(x, x.numel() * self.out_features)
 
 
-__all__ = ["Linear", "linear", "onednn_linear_op", "uses_onednn", "ONEDNN_MIN_MACS"]
+__all__ = ["Linear", "linear", "onednn_linear_op", "onednn_is_faster", "uses_onednn", "ONEDNN_MIN_MACS"]
