@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -125,23 +125,29 @@ def unflatten_state(skel: Any, tensors: Mapping[str, Tensor]) -> Any:
     return skel
 
 
-def rng_state() -> dict[str, Any]:
-    """Every random generator the training step may touch."""
+def rng_state(cuda_device: Optional[torch.device] = None) -> dict[str, Any]:
+    """Every random generator the training step may touch: CPU, Python, and every GPU's, or only
+    ``cuda_device``'s (a torchrun rank's own)."""
     import random
 
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
+    if cuda_device is not None:
+        state["cuda_device"] = torch.cuda.get_rng_state(cuda_device)
+    elif torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: Mapping[str, Any]) -> None:
+def set_rng_state(state: Mapping[str, Any], cuda_device: Optional[torch.device] = None) -> None:
+    """Restore what ``rng_state(cuda_device)`` saved."""
     import random
 
     torch.set_rng_state(state["torch"])
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda_device" in state and cuda_device is not None:
+        torch.cuda.set_rng_state(state["cuda_device"], cuda_device)
+    elif "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(list(state["cuda"]))
 
 

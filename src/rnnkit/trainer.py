@@ -181,7 +181,10 @@ class Trainer:
             self.ddp = DistributedDataParallel(
                 _LossModule(model), device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
-        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        # fp16's gradient scaler (None otherwise); the step runs through _scaling, which when
+        # disabled passes the loss, the unscale and the optimizer step straight through
+        self._scaling = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+        self.scaler = self._scaling if self._scaling.is_enabled() else None
         self.step, self.best, self.bad_evals = 0, None, 0
         self.history: list[dict[str, Any]] = []
         self.carry = None
@@ -204,19 +207,9 @@ class Trainer:
             state["scaler"] = self.scaler.state_dict()
         return state
 
-    def _rank_rng_state(self) -> dict[str, Any]:
-        """This rank's generators (its own device only: touching every GPU would cost each one memory)."""
-        state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-        if self.device.type == "cuda":
-            state["cuda_device"] = torch.cuda.get_rng_state(self.device)
-        return state
-
-    def _set_rank_rng_state(self, state: dict[str, Any]) -> None:
-        torch.set_rng_state(state["torch"])
-        py = state["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        if "cuda_device" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_device"], self.device)
+    def _rank_device(self) -> Optional[torch.device]:
+        """Under torchrun, the one GPU whose generator is this rank's (touching every GPU would cost each memory)."""
+        return self.device if self.dist.enabled and self.device.type == "cuda" else None
 
     def _save_last(self) -> None:
         if not self.dist.enabled:
@@ -224,7 +217,7 @@ class Trainer:
                 ckpt.save_training_state(self.run_dir, self._training_state())
             return
         # collective on every rank (the same call sites on all): RNG states and the global carry
-        rngs = distributed.all_gather_object(self._rank_rng_state())
+        rngs = distributed.all_gather_object(ckpt.rng_state(self._rank_device()))
         carry = None if self.carry is None else \
             [None if t is None else distributed.all_gather_cat(t, dim=-2) for t in self.carry]
         if self.is_main and self.run_dir is not None:
@@ -242,10 +235,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.train.load_state_dict(state["data"])
-        if self.dist.enabled:
-            self._set_rank_rng_state(state["rng_ranks"][self.dist.rank])
-        else:
-            ckpt.set_rng_state(state["rng"])
+        ckpt.set_rng_state(state["rng_ranks"][self.dist.rank] if self.dist.enabled else state["rng"],
+                           self._rank_device())
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.best, self.bad_evals = state["step"], state["best"], state["bad_evals"]
@@ -305,6 +296,8 @@ class Trainer:
 
     def _evaluate_all_ranks(self, row: dict[str, Any]) -> bool:
         """Rank 0 evaluates (the others wait); every rank gets its row, best and stop decision."""
+        if not self.dist.enabled:
+            return self._evaluate(row)
         stop = self._evaluate(row) if self.is_main else False
         shared = distributed.broadcast_object((row, self.best, self.bad_evals, stop) if self.is_main else None)
         new_row, self.best, self.bad_evals, stop = shared
@@ -312,6 +305,19 @@ class Trainer:
             row.clear()
             row.update(new_row)
         return stop
+
+    def _step_totals(self, out, batch, deadline: Optional[float]) -> tuple[float, float, float, bool]:
+        """This rank's loss weight, and the step's summed loss, token count and time-out decision over
+        all ranks: under torchrun one all-reduce, so every rank normalises by the global count and
+        stops alike; a single process's own values otherwise."""
+        late = deadline is not None and time.monotonic() > deadline
+        count = int(out.num_tokens)
+        if not self.dist.enabled:
+            return 1.0, float(out.loss.detach()), float(count), late
+        weight = 0.0 if batch.num_tokens == 0 else 1.0  # a zero-weight stand-in row (see shard)
+        g_loss, g_count, g_late = distributed.all_reduce_sum(
+            [float(out.loss.detach()) * weight, count * weight, float(late)])
+        return weight, g_loss, g_count, g_late > 0
 
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         """Train to ``total_steps`` (or early stop); returns the metric history."""
@@ -344,68 +350,36 @@ class Trainer:
                     group["lr"] = cfg.lr * factor
                 with self._autocast():
                     out = loss_fn(batch, self.carry)
-                count = int(out.num_tokens)
-                if self.ddp is None:
-                    loss = out.loss / max(count, 1)
-                    if not torch.isfinite(loss):
-                        raise TrainingError(
-                            f"the loss became {loss.item()} at step {self.step + 1}; stopped without saving "
-                            "it, the last good checkpoint is kept. Try a lower --lr or --clip-norm.")
-                else:
-                    # One all-reduce: the global loss sum and token count (and whether any rank ran out
-                    # of time), so every rank normalises by the global count and decides alike.
-                    weight = 0.0 if batch.num_tokens == 0 else 1.0  # a zero-weight stand-in row (see shard)
-                    late = deadline is not None and time.monotonic() > deadline
-                    g_loss, g_count, g_late = distributed.all_reduce_sum(
-                        [float(out.loss.detach()) * weight, count * weight, float(late)])
-                    if not math.isfinite(g_loss):
-                        raise TrainingError(
-                            f"the loss became {g_loss / max(g_count, 1)} at step {self.step + 1}; stopped "
-                            "without saving it, the last good checkpoint is kept. Try a lower --lr or --clip-norm.")
-                    # DDP averages gradients over ranks: scale by world / global count so the average is
-                    # the gradient of (global summed loss / global count), as one process would compute
-                    loss = out.loss * (weight * world / max(g_count, 1.0))
+                weight, g_loss, g_count, timed_out = self._step_totals(out, batch, deadline)
+                if not math.isfinite(g_loss):
+                    raise TrainingError(
+                        f"the loss became {g_loss / max(g_count, 1)} at step {self.step + 1}; stopped "
+                        "without saving it, the last good checkpoint is kept. Try a lower --lr or --clip-norm.")
+                # the token mean of the (global) batch; under DDP, which averages gradients over ranks, times
+                # the world size, so the average is the gradient one process of the global batch would compute
+                loss = out.loss * (weight * world) / max(g_count, 1)
                 self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+                self._scaling.scale(loss).backward()
                 if cfg.clip_norm:
-                    if self.scaler is not None:
-                        self.scaler.unscale_(self.optimizer)
+                    self._scaling.unscale_(self.optimizer)
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
-                if self.scaler is not None:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
+                self._scaling.step(self.optimizer)
+                self._scaling.update()
                 self.carry = out.carry
                 self.step += 1
-                if self.ddp is None:
-                    run_loss += float(out.loss.detach())
-                    run_tokens += count
-                    window_tokens += count
-                else:
-                    run_loss += g_loss
-                    run_tokens += int(g_count)
-                    window_tokens += int(g_count)
+                run_loss += g_loss
+                run_tokens += int(g_count)
+                window_tokens += int(g_count)
                 elapsed = time.perf_counter() - t0
                 bar.update(1)
                 bar.set_postfix(loss=f"{run_loss / max(run_tokens, 1):.3f}",
                                 tok_s=f"{window_tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
-                if self.ddp is None:
-                    timed_out = deadline is not None and time.monotonic() > deadline
-                else:
-                    timed_out = g_late > 0
                 last = self.step == self.total_steps or timed_out
                 if self.step % eval_every == 0 or last:
                     row = {"step": self.step, "epoch": round(self.step / len(self.train), 3),
                            "lr": cfg.lr * factor, "train_loss": run_loss / max(run_tokens, 1),
                            "tokens_per_s": round(window_tokens / max(elapsed, 1e-9), 1)}
-                    if self.ddp is None:
-                        stop = self._evaluate(row) or timed_out
-                    else:
-                        stop = self._evaluate_all_ranks(row) or timed_out
+                    stop = self._evaluate_all_ranks(row) or timed_out
                     self.history.append(row)
                     self._write_metrics()
                     run_loss, run_tokens, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
