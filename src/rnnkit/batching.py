@@ -74,18 +74,10 @@ class StreamBatches:
             raise ValueError(f"expected a 1-D stream of token ids, got shape {tuple(ids.shape)}")
         if batch_size < 1 or seq_len < 1:
             raise ValueError("batch_size and seq_len must be >= 1")
-        lane_len = ids.numel() // batch_size
-        if lane_len < 2:
-            raise ValueError(
-                f"a stream of {ids.numel()} tokens is too short for batch size {batch_size}: "
-                "each lane needs at least 2 tokens (an input and its target)")
         self.batch_size, self.seq_len = batch_size, seq_len
-        self.dropped_tokens = ids.numel() - lane_len * batch_size
-        self.lanes = ids[: lane_len * batch_size].view(batch_size, lane_len)  # (B, N // B)
-        self.batches_per_epoch = -(-(lane_len - 1) // seq_len)
         self.epoch, self.index = 0, 0
-        self.rank, self.world_size = 0, 1
         self._ids = ids
+        self._cut(0, 1)
 
     def shard(self, rank: int, world_size: int) -> None:
         """Keep this rank's lanes of a stream cut for ``world_size`` ranks (distributed training).
@@ -101,12 +93,17 @@ class StreamBatches:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
         if self.world_size != 1:
             raise ValueError("this batch source is sharded already")
+        self._cut(rank, world_size)
+
+    def _cut(self, rank: int, world_size: int) -> None:
+        """Cut the stream into ``world_size * batch_size`` lanes and keep rank ``rank``'s ``batch_size``."""
         total = self.batch_size * world_size
         lane_len = self._ids.numel() // total
         if lane_len < 2:
-            raise ValueError(
-                f"a stream of {self._ids.numel()} tokens is too short for {world_size} processes of "
-                f"batch size {self.batch_size}: each lane needs at least 2 tokens (an input and its target)")
+            who = f"batch size {self.batch_size}" if world_size == 1 else \
+                f"{world_size} processes of batch size {self.batch_size}"
+            raise ValueError(f"a stream of {self._ids.numel()} tokens is too short for {who}: "
+                             "each lane needs at least 2 tokens (an input and its target)")
         lanes = self._ids[: lane_len * total].view(total, lane_len)  # (W*B, N // (W*B))
         self.lanes = lanes[rank * self.batch_size: (rank + 1) * self.batch_size]  # (B, N // (W*B))
         self.dropped_tokens = self._ids.numel() - lane_len * total
