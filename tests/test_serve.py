@@ -200,9 +200,9 @@ def _trace_directly(run, text, label=None):
     import torch
 
     from rnnkit.tasks.inspect import trace
-    from rnnkit.tasks.lm import _open
+    from rnnkit.tasks.lm import load_run
 
-    config, model, vocab, tok, _ = _open(run)
+    config, model, vocab, tok, _ = load_run(run)
     tokens = tok.tokenize(text)
     lab = torch.tensor([config["labels"].index(label)]) if label is not None else None
     with torch.no_grad():

@@ -68,7 +68,7 @@ class _LM(_Loaded):
     def __init__(self, name: str, run: Path) -> None:
         from rnnkit.tasks import lm
 
-        self.opened = lm._open(run)  # (config, model, vocab, tokenizer, data config), as the task functions take
+        self.opened = lm.load_run(run)  # (config, model, vocab, tokenizer, data config), as the task functions take
         config, self.model, self.vocab, self.tok, self.data = self.opened
         super().__init__(name, run, config)
         self.labels: list[str] = config.get("labels") or []
@@ -138,7 +138,7 @@ class _Classifier(_Loaded):
     def __init__(self, name: str, run: Path) -> None:
         from rnnkit.tasks import classify
 
-        config, self.model, self.enc = classify._open(run)
+        config, self.model, self.enc = classify.load_run(run)
         super().__init__(name, run, config)
         self.labels: list[str] = config["labels"]
 
@@ -159,7 +159,7 @@ class _Tagger(_Loaded):
     def __init__(self, name: str, run: Path) -> None:
         from rnnkit.tasks import tag
 
-        config, self.model, self.enc, self.data = tag._open(run)
+        config, self.model, self.enc, self.data = tag.load_run(run)
         super().__init__(name, run, config)
         self.tags = list(self.enc.tags.tokens)
 

@@ -264,7 +264,8 @@ def _save_vocab_and_tokenizer(out: Path, vocab: Vocab, tokenizer_config: dict) -
     ckpt.save_json(out / "tokenizer.json", tokenizer_config)
 
 
-def _open(run: str | Path):
+def load_run(run: str | Path):
+    """A trained classifier run, ready to use: ``(config, model, encoder)``."""
     config, model, vocabs = open_run(run)
     tokenizer = tokenizer_from_config(ckpt.load_json(Path(run) / "tokenizer.json"))
     return config, model, Encoder(tokenizer, vocabs["vocab"])
@@ -272,13 +273,13 @@ def _open(run: str | Path):
 
 def predict(run: str | Path, texts: Sequence[str], batch_size: int = 64) -> list[dict[str, Any]]:
     """Label and class probabilities for each text, in input order."""
-    config, model, enc = _open(run)
+    config, model, enc = load_run(run)
     return predict_with(model, enc, config["labels"], texts, batch_size)
 
 
 def predict_with(model: Classifier, encoder: Encoder, labels: Sequence[str], texts: Sequence[str],
                  batch_size: int = 64) -> list[dict[str, Any]]:
-    """:func:`predict` on a model already opened (``_open(run)``): per text, in input order,
+    """:func:`predict` on a model already opened (``load_run(run)``): per text, in input order,
     ``{"text", "label", "probs": {label: probability rounded to 6 places}}``."""
     seqs = encoder(texts)
     out: list[Optional[dict[str, Any]]] = [None] * len(texts)
@@ -297,7 +298,7 @@ def predict_with(model: Classifier, encoder: Encoder, labels: Sequence[str], tex
 
 def evaluate(run: str | Path, data_path: str, encoding: Optional[str] = None) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class scores of a trained run on a labelled file."""
-    config, model, enc = _open(run)
+    config, model, enc = load_run(run)
     data = ClassifyDataConfig(**{**config["data"], **({"encoding": encoding} if encoding else {})})
     examples = _read(data_path, data, lambda s: print(s, file=sys.stderr))
     labels = config["labels"]

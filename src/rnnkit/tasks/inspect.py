@@ -164,7 +164,7 @@ class Reading:
 
 def read_text(opened, text: str, *, units: Optional[Sequence[int]] = None, layer: int = -1,
               label: Optional[str] = None, max_tokens: int = 400) -> Reading:
-    """Trace an opened language-model run (``rnnkit.tasks.lm._open``) over ``text``.
+    """Trace an opened language-model run (``rnnkit.tasks.lm.load_run``) over ``text``.
 
     ``ConfigError`` (with the option's name as in the JSON API and ``--option`` on the command
     line) for fewer than two tokens, tokens the vocabulary lacks, a label missing or not wanted,
@@ -217,9 +217,9 @@ def inspect_run(run: str | Path, text: str, out: str | Path, units: Optional[Seq
                 layer: int = -1, label: Optional[str] = None, max_tokens: int = 400) -> dict[str, Any]:
     """Trace a language-model run over ``text``, draw the chosen units (and gates) into ``out`` (PNG)
     and return ``{"layer", "units", "correlations", "tokens"}``."""
-    from rnnkit.tasks.lm import _open
+    from rnnkit.tasks.lm import load_run
 
-    opened = _open(run)
+    opened = load_run(run)
     if opened[0].get("task") not in (None, "lm"):
         raise ConfigError(f"{run} holds a {opened[0].get('task')!r} model; inspect reads language models")
     r = read_text(opened, text, units=units, layer=layer, label=label, max_tokens=max_tokens)

@@ -168,7 +168,8 @@ def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, tr
     return final
 
 
-def _open(run: str | Path):
+def load_run(run: str | Path):
+    """A trained language-model run, ready to use: ``(config, model, vocab, tokenizer, data config)``."""
     config, model, vocabs = open_run(run)
     data = LMDataConfig(**config["data"])
     return config, model, vocabs["vocab"], tokenizer_from_config({"name": data.tokenizer, **(
@@ -192,7 +193,7 @@ def generate(run: str | Path, *, prime: str = "", length: int = 200, temperature
     validate_sampling(temperature, top_k, top_p)
     if length < 1 or num_samples < 1:
         raise ConfigError("length and num_samples must be >= 1")
-    return generate_from(_open(run), prime=prime, length=length, temperature=temperature, top_k=top_k,
+    return generate_from(load_run(run), prime=prime, length=length, temperature=temperature, top_k=top_k,
                          top_p=top_p, seed=seed, num_samples=num_samples, label=label)
 
 
@@ -200,7 +201,7 @@ def generate_from(opened: tuple, *, prime: str = "", length: int = 200, temperat
                   top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
                   num_samples: int = 1, label: Optional[str] = None,
                   wording: Optional[dict[str, str]] = None) -> list[str]:
-    """:func:`generate` on a run already opened: ``opened`` is what ``_open(run)`` returns,
+    """:func:`generate` on a run already opened: ``opened`` is what ``load_run(run)`` returns,
     ``(config, model, vocab, tokenizer, data config)``.  Bad input raises ``ConfigError`` with a message
     from ``wording`` (default :data:`CLI_WORDING`, which names the CLI's options)."""
     say = {**CLI_WORDING, **(wording or {})}
@@ -244,7 +245,7 @@ def generate_from(opened: tuple, *, prime: str = "", length: int = 200, temperat
 def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
              batch_size: int = 64) -> dict[str, Any]:
     """Nats per token, perplexity and bits per token of a trained run on a text file (all of it)."""
-    config, model, vocab, tok, data = _open(run)
+    config, model, vocab, tok, data = load_run(run)
     if config.get("labels"):
         return _evaluate_labelled(model, vocab, tok, data, config["labels"], data_path, encoding, batch_size)
     path = Path(data_path) if data_path else bundled_path("tinyshakespeare")

@@ -214,7 +214,8 @@ def _save_vocabs(out: Path, vocabs: dict[str, Vocab]) -> None:
         v.save(out / f"{name}.json")
 
 
-def _open(run: str | Path):
+def load_run(run: str | Path):
+    """A trained tagger run, ready to use: ``(config, model, encoder, data config)``."""
     config, model, v = open_run(run, ("vocab", "chars", "tags"))
     data = TagDataConfig(**config["data"])
     return config, model, Encoder(v["vocab"], v["chars"], v["tags"], data.lower), data
@@ -224,7 +225,7 @@ def predict(run: str | Path, text: str, fmt: str = "text", encoding: str = "utf-
             path: Optional[str] = None) -> str:
     """Tag text: whitespace-tokenised sentences (one per line) -> ``token<TAB>tag`` lines, or a
     CoNLL-U file with the run's column filled (``fmt="conllu"``, read from ``path``)."""
-    config, model, enc, data = _open(run)
+    config, model, enc, data = load_run(run)
     if fmt == "conllu":
         if path is None:
             raise ConfigError("--format conllu needs a FILE (a CoNLL-U file whose column is filled)")
@@ -241,7 +242,7 @@ def predict(run: str | Path, text: str, fmt: str = "text", encoding: str = "utf-
 
 def evaluate(run: str | Path, data_path: str, encoding: Optional[str] = None) -> dict[str, Any]:
     """Token accuracy (and entity F1 with per-type scores) of a trained run on a labelled file."""
-    config, model, enc, data = _open(run)
+    config, model, enc, data = load_run(run)
     if encoding:
         data.encoding = encoding
     sents = read_sentences(data_path, data)
