@@ -155,3 +155,38 @@ def test_bad_inputs_raise_clear_errors():
         _model(pooling="sum")
     with pytest.raises(ValueError, match="labels"):
         m.loss(classify_batch([[1, 2]], None, PAD))  # unlabelled rows are -1
+
+
+def test_ensemble_averages_its_members_probabilities_and_each_member_learns_alone():
+    K = 3
+    ens = _model(ensemble=K, pooling="max", bidirectional=True, dropout=0.2).eval()
+    assert len(ens.members) == K and not hasattr(ens, "embedding")
+    first = ens.members[0].embedding.weight
+    assert not any(torch.equal(first, m.embedding.weight) for m in ens.members[1:])  # own initialisations
+    batch = classify_batch(_seqs([4, 1, 6, 3]), [0, 2, 1, 1], PAD)
+    with torch.no_grad():
+        probs = torch.stack([torch.softmax(m(batch.inputs, batch.lengths), -1) for m in ens.members])  # (K, B, C)
+        logits = ens(batch.inputs, batch.lengths)
+    torch.testing.assert_close(torch.softmax(logits, -1), probs.mean(0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(ens.predict_proba(batch.inputs, batch.lengths), probs.mean(0), atol=1e-6, rtol=0)
+    # the ensemble's loss is the mean of the members' own losses, so each member's gradient is
+    # 1/K of what training it alone would give
+    out = ens.loss(batch)
+    own = [F.cross_entropy(m(batch.inputs, batch.lengths), batch.labels, reduction="sum") for m in ens.members]
+    torch.testing.assert_close(out.loss, sum(own) / K)
+    out.loss.backward()
+    alone = _model(pooling="max", bidirectional=True, dropout=0.2).eval()
+    alone.load_state_dict(ens.members[1].state_dict())
+    alone.loss(batch).loss.backward()
+    for (name, p), q in zip(ens.members[1].named_parameters(), alone.parameters()):
+        torch.testing.assert_close(p.grad * K, q.grad, atol=1e-6, rtol=1e-5, msg=name)
+    # batch invariance holds for the ensemble as for each member
+    alone_rows = torch.cat([ens(torch.tensor([s])) for s in _seqs([4, 1, 6, 3])])
+    torch.testing.assert_close(logits, alone_rows, atol=1e-5, rtol=0)
+    vectors = torch.randn(V, 8)
+    ens.load_pretrained_embeddings(vectors)
+    assert all(torch.equal(m.embedding.weight.detach(), vectors) for m in ens.members)
+    with pytest.raises(ValueError, match="member"):
+        ens.encode(batch.inputs, batch.lengths)
+    with pytest.raises(ValueError, match="ensemble"):
+        _model(ensemble=0)

@@ -112,3 +112,29 @@ def test_bad_column_count_names_file_and_line(tmp_path, capsys):
     assert main(["train", "classify", "--train", str(bad), "--out", str(tmp_path / "r"), "--max-steps", "1"]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "line 2" in err
+
+
+def test_ensemble_run_trains_predicts_and_refuses_onnx(sentiment, tmp_path, capsys):
+    d, _ = sentiment
+    run = tmp_path / "ens"
+    assert main(["train", "classify", "--train", str(d / "train.tsv"), "--test", str(d / "test.tsv"),
+                 "--text-column", "text", "--label-column", "label", "--out", str(run), "--epochs", "8",
+                 "--ensemble", "2", "--pooling", "max", *SMALL]) == 0
+    assert "an ensemble of 2 classifiers" in capsys.readouterr().out
+    assert json.loads((run / "report.json").read_text())["accuracy"] == 1.0
+    f = tmp_path / "in.txt"
+    f.write_text("great fun film\nboring cold story\n", encoding="utf-8")
+    assert main(["predict", str(run), str(f), "--json"]) == 0
+    rows = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == ["pos", "neg"]
+    # the run folder's probabilities are the mean of its two members', read back from the saved weights
+    import torch
+    from rnnkit.tasks.classify import load_run
+    config, model, enc = load_run(run)
+    assert config["model"]["ensemble"] == 2 and len(model.members) == 2
+    batch = torch.tensor(enc(["great fun film"]))
+    mean = torch.stack([torch.softmax(m(batch), -1) for m in model.members]).mean(0)[0]
+    assert abs(rows[0]["probs"]["pos"] - float(mean[config["labels"].index("pos")])) < 1e-5
+    pytest.importorskip("onnx")
+    assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) != 0
+    assert "ensemble of 2 classifiers" in capsys.readouterr().err

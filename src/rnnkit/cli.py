@@ -27,6 +27,7 @@ CLASSIFY_FIELDS = {
     "layers": ("model", "num_layers"), "bidirectional": ("model", "bidirectional"),
     "dropout": ("model", "dropout"), "word_dropout": ("model", "word_dropout"), "pooling": ("model", "pooling"), "mlp_hidden": ("model", "mlp_hidden"),
     "freeze_embeddings": ("model", "freeze_embeddings"), "backend": ("model", "backend"),
+    "ensemble": ("model", "ensemble"),
 }
 TAG_FIELDS = {
     **{k: ("data", k) for k in (
@@ -169,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mlp-hidden", type=int, help="hidden units of the classifier MLP; 0 for linear [0]")
     g.add_argument("--freeze-embeddings", action="store_const", const=True, help="keep pretrained vectors fixed")
     g.add_argument("--backend", choices=["fused", "reference"], help="[fused]")
+    g.add_argument("--ensemble", type=int, metavar="K",
+                   help="train K classifiers side by side from different initialisations and predict the mean "
+                        "of their probabilities (K times the cost) [1]")
     _add_train_options(cl)
 
     tg = tsub.add_parser("tag", help="sequence tagging (part of speech, named entities)",

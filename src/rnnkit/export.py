@@ -117,6 +117,9 @@ def export_onnx(run: str | Path, out: str | Path, opset: Optional[int] = None) -
 
     config, model, vocabs = open_run(run, _VOCABS[task])
     _check_float32(model, run)
+    if getattr(model.config, "ensemble", 1) > 1:
+        raise ConfigError(f"{run} holds an ensemble of {model.config.ensemble} classifiers; ONNX export "
+                          "writes one network (train with --ensemble 1 to export)")
     stem = _stem(Path(out))
     stem.parent.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "rnnkit_version": __version__,

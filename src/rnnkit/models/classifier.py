@@ -10,10 +10,15 @@ tokens, so a sequence gets the same logits whatever batch (and padding) it is in
 * ``mean`` / ``max``: over the top layer's outputs at real positions;
 * ``attention``: ``a_t = softmax_t(v^T tanh(W o_t + b))`` over real positions
   (pads get weight exactly 0), pooled ``sum_t a_t o_t``.
+
+With ``ensemble = K > 1`` the model is K such classifiers from different
+initialisations, trained side by side on the same batches (each on its own
+loss); it predicts the mean of their class probabilities.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import NamedTuple, Optional
 
 import torch
@@ -44,6 +49,7 @@ class ClassifierConfig:
     word_dropout: float = 0.0      # training only: replace a real token by unk_id with this probability
     unk_id: int = 1                # the vocabulary's <unk> id (used by word_dropout)
     backend: str = "fused"         # fused (torch kernels) | reference (rnnkit cells, step by step)
+    ensemble: int = 1              # > 1: this many classifiers, each its own initialisation; mean probabilities
 
 
 class Pooled(NamedTuple):
@@ -71,6 +77,12 @@ class Classifier(nn.Module):
             raise ValueError(f"pooling must be one of {POOLINGS}; got {c.pooling!r}")
         if c.mlp_hidden < 0:
             raise ValueError(f"mlp_hidden must be >= 0 (0: linear output layer); got {c.mlp_hidden}")
+        if c.ensemble < 1:
+            raise ValueError(f"ensemble must be >= 1 (1: a single classifier); got {c.ensemble}")
+        if c.ensemble > 1:
+            # the members are drawn one after another from the RNG, so each starts elsewhere
+            self.members = nn.ModuleList(Classifier(replace(c, ensemble=1)) for _ in range(c.ensemble))
+            return
 
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=c.pad_id)
         self.embedding.weight.requires_grad_(not c.freeze_embeddings)
@@ -105,6 +117,8 @@ class Classifier(nn.Module):
 
     def encode(self, inputs: Tensor, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Pooled:
         """``inputs (B, T)`` -> ``Pooled(features (B, D*H), attention weights (B, T) | None)``."""
+        if self.config.ensemble > 1:
+            raise ValueError("an ensemble has no single pooled vector; encode with one of its members")
         lengths, mask = self._check_inputs(inputs, lengths, mask)
         if self.training and self.config.word_dropout > 0:
             inputs = drop_words(inputs, mask, self.config.word_dropout, self.config.unk_id)
@@ -137,7 +151,11 @@ class Classifier(nn.Module):
         return Pooled(torch.bmm(weights.unsqueeze(1), out).squeeze(1), weights)  # (B, D*H)
 
     def forward(self, inputs: Tensor, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None) -> Tensor:
-        """``inputs (B, T)`` token ids -> ``logits (B, C)``."""
+        """``inputs (B, T)`` token ids -> ``logits (B, C)``; an ensemble's are the log of its mean probabilities."""
+        if self.config.ensemble > 1:
+            logp = torch.stack([F.log_softmax(m(inputs, lengths, mask).float(), dim=-1)
+                                for m in self.members])  # (K, B, C)
+            return torch.logsumexp(logp, dim=0) - math.log(len(self.members))  # (B, C)
         features = self.encode(inputs, lengths, mask).features  # (B, D*H)
         return self.head(self.drop(features))  # (B, C)
 
@@ -145,6 +163,8 @@ class Classifier(nn.Module):
         """Summed cross-entropy over the batch's sequences; the count is ``B`` (a 0-d long tensor).
 
         ``carry`` is accepted for the trainer's protocol and ignored: sequences are independent.
+        An ensemble's loss is the mean of its members' losses, so each member learns as if alone
+        (its gradient is 1/K of its own loss's), not to patch the others' errors.
         """
         labels = batch.labels
         if labels is None or labels.dim() != 1 or labels.size(0) != batch.inputs.size(0):
@@ -154,8 +174,9 @@ class Classifier(nn.Module):
             raise ValueError(f"labels must lie in [0, num_classes={self.config.num_classes}) "
                              f"(unlabelled rows are -1 and cannot be trained on); "
                              f"got [{int(labels.min())}, {int(labels.max())}]")
-        logits = self(batch.inputs, batch.lengths, batch.mask)  # (B, C)
-        total = F.cross_entropy(logits.float(), labels.long(), reduction="sum")  # 0-d
+        members = list(self.members) if self.config.ensemble > 1 else [self]
+        total = sum(F.cross_entropy(m(batch.inputs, batch.lengths, batch.mask).float(), labels.long(),
+                                    reduction="sum") for m in members) / len(members)  # 0-d
         return LossOutput(total, torch.tensor(labels.size(0), device=total.device), None)
 
     @torch.no_grad()
@@ -168,5 +189,7 @@ class Classifier(nn.Module):
         """Copy ``matrix`` ``(vocab_size, embedding_size)`` into the embedding, row i for token id i.
 
         The pad row is copied too; it never reaches a prediction, since pooling reads real tokens only.
+        Every member of an ensemble starts from the same vectors.
         """
-        copy_embeddings(self.embedding, matrix)
+        for m in (self.members if self.config.ensemble > 1 else [self]):
+            copy_embeddings(m.embedding, matrix)

@@ -154,7 +154,8 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
         on_main(_save_vocab_and_tokenizer, out, vocab, tokenizer.to_config())
     if data.embeddings and not resume:
         load_pretrained(model, data.embeddings, vocab.tokens, train.seed, log)
-    log(f"model: {mcfg.num_layers}-layer {'bi' if mcfg.bidirectional else 'uni'}directional "
+    log(f"model: {f'an ensemble of {mcfg.ensemble} classifiers, each ' if mcfg.ensemble > 1 else ''}"
+        f"{mcfg.num_layers}-layer {'bi' if mcfg.bidirectional else 'uni'}directional "
         f"{mcfg.cell.upper()}, hidden {mcfg.hidden_size}, {mcfg.pooling} pooling, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters")
     train_b = _batches(enc(ex.text for ex in tr), [lab_id[ex.label] for ex in tr], vocab.pad_id,
