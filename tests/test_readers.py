@@ -52,6 +52,19 @@ def test_tsv_header_with_indices(tmp_path):
     assert [(e.text, e.label, e.line) for e in ex] == [("good", "pos", 2)]
 
 
+def test_an_unnamed_header_row_is_read_as_data_and_reported(tmp_path):
+    p = write(tmp_path / "d.tsv", "text\tlabel\ngood\tpos\nbad\tneg\nfine\tpos\n")
+    report: list[str] = []
+    ex = read_delimited(p, text_column=0, label_column=1, report=report)
+    assert [e.label for e in ex] == ["label", "pos", "neg", "pos"]  # nothing guessed away
+    assert report == [f"{p}, line 1: its label 'label' occurs on no other row; if this line is a header, "
+                      "pass header=True (--header) or name the columns"]
+    # said once the header is known either way, or when the first label recurs
+    assert read_delimited(p, text_column=0, label_column=1, header=True, report=(quiet := [])) and quiet == []
+    q = write(tmp_path / "e.tsv", "good\tpos\nbad\tneg\nfine\tpos\n")
+    assert read_delimited(q, text_column=0, label_column=1, report=(quiet := [])) and quiet == []
+
+
 def test_csv_quoted_multiline(tmp_path):
     p = write(tmp_path / "d.csv", 'text,label\n"one, two\nthree",a\nfour,b\n')
     ex = read_delimited(p, text_column="text", label_column="label")

@@ -129,6 +129,7 @@ def read_delimited(
         if isinstance(col, bool) or not isinstance(col, (int, str)) or (isinstance(col, int) and col < 0):
             raise ConfigError(f"{name} must be a 0-based column index or a header name, got {col!r}")
     by_name = isinstance(text_column, str) or isinstance(label_column, str)
+    guessed = header is None
     if header is None:
         header = by_name
     elif by_name and not header:
@@ -186,6 +187,12 @@ def read_delimited(
     if need_header:
         raise DataError(f"{path}: expected a header row and examples, found only blank lines")
     skips.flush()
+    if guessed and not header and len(examples) > 2 and examples[0].label is not None \
+            and sum(ex.label == examples[0].label for ex in examples) == 1:
+        # read as data, a header row becomes a class of its own: say so rather than guess
+        first = examples[0]
+        skips.note(f"{path}, line {first.line}: its label {first.label!r} occurs on no other row; if this "
+                   f"line is a header, pass header=True (--header) or name the columns")
     return examples
 
 
