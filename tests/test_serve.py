@@ -206,7 +206,7 @@ def _trace_directly(run, text, label=None):
     tokens = tok.tokenize(text)
     lab = torch.tensor([config["labels"].index(label)]) if label is not None else None
     with torch.no_grad():
-        x = model._inputs(torch.tensor([vocab.encode(tokens)]), lab)[0]
+        x = model.recurrent_inputs(torch.tensor([vocab.encode(tokens)]), lab)[0]
         return tokens, trace(model.rnn, x)[-1]
 
 

@@ -71,7 +71,9 @@ class LanguageModel(nn.Module):
                                  f"(got embedding_size={c.embedding_size}, hidden_size={c.hidden_size})")
             self.out.weight = self.embedding.weight
 
-    def _inputs(self, tokens: Tensor, labels: Optional[Tensor]) -> Tensor:
+    def recurrent_inputs(self, tokens: Tensor, labels: Optional[Tensor] = None) -> Tensor:
+        """What the recurrent stack reads for ``tokens (B, T)``: embeddings (or one-hot vectors),
+        with the label's embedding beside each step's when the model is conditioned on a label."""
         if self.embedding is None:
             x = F.one_hot(tokens, self.config.vocab_size).to(self.out.weight.dtype)  # (B, T, V)
         else:
@@ -88,7 +90,7 @@ class LanguageModel(nn.Module):
         """``tokens (B, T)`` -> ``logits (B, T, V)`` and the state after the last real token."""
         if tokens.dim() != 2:
             raise ValueError(f"expected token ids of shape (B, T), got {tuple(tokens.shape)}")
-        out, state = self.rnn(self._inputs(tokens, labels), lengths=lengths, state=state)  # (B, T, H)
+        out, state = self.rnn(self.recurrent_inputs(tokens, labels), lengths=lengths, state=state)  # (B, T, H)
         return self.out(self.drop(out)), state  # (B, T, V)
 
     def loss(self, batch, carry: Optional[State] = None) -> LossOutput:

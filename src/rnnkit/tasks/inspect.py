@@ -162,6 +162,15 @@ class Reading:
     units: list[int]         # the units to show: given, or the best unit of each feature (up to 4)
 
 
+# the JSON API's and the command line's wording of bad input (options by their API names)
+WORDING = {
+    "unknown_tokens": "the text has {count} token(s) the model's vocabulary lacks: {tokens}",
+    "label_needed": "this model reads text for a label: give label, one of {labels}",
+    "unknown_label": "this model reads text for a label: give label, one of {labels} (not {label!r})",
+    "no_label": "this model is not conditioned on a label: leave label out",
+}
+
+
 def read_text(opened, text: str, *, units: Optional[Sequence[int]] = None, layer: int = -1,
               label: Optional[str] = None, max_tokens: int = 400) -> Reading:
     """Trace an opened language-model run (``rnnkit.tasks.lm.load_run``) over ``text``.
@@ -170,26 +179,16 @@ def read_text(opened, text: str, *, units: Optional[Sequence[int]] = None, layer
     line) for fewer than two tokens, tokens the vocabulary lacks, a label missing or not wanted,
     a layer or unit out of range.
     """
-    from rnnkit.vocab import UNK
+    from rnnkit.tasks.lm import check_known, label_index
 
     config, model, vocab, tok, data = opened
     all_tokens = tok.tokenize(text.lower() if data.lower else text)
     tokens = all_tokens[:max_tokens]
     if len(tokens) < 2:
         raise ConfigError("text: give at least two tokens to inspect")
-    unknown = sorted({t for t in tokens if t not in vocab or t == UNK})
-    if unknown:
-        raise ConfigError(f"the text has {len(unknown)} token(s) the model's vocabulary lacks: "
-                          + ", ".join(repr(t) for t in unknown[:10]))
-    labels = config.get("labels") or []
-    lab = None
-    if labels:
-        if label not in labels:
-            raise ConfigError(f"this model reads text for a label: give label, one of {labels}"
-                              + (f" (not {label!r})" if label is not None else ""))
-        lab = torch.tensor([labels.index(label)])
-    elif label is not None:
-        raise ConfigError("this model is not conditioned on a label: leave label out")
+    check_known(tokens, vocab, WORDING)
+    index = label_index(config, label, WORDING)
+    lab = None if index is None else torch.tensor([index])
     n_layers, H = model.rnn.num_layers, model.rnn.hidden_size
     if not -n_layers <= layer < n_layers:
         raise ConfigError(f"layer: must be in [0, {n_layers}) (or negative from the top), got {layer}")
@@ -202,7 +201,7 @@ def read_text(opened, text: str, *, units: Optional[Sequence[int]] = None, layer
         units = list(dict.fromkeys(units))  # in order, each once
     ids = torch.tensor(vocab.encode(tokens)).unsqueeze(0)  # (1, T)
     with torch.inference_mode():
-        traced = trace(model.rnn, model._inputs(ids, lab)[0])[layer]  # (T, H) each
+        traced = trace(model.rnn, model.recurrent_inputs(ids, lab)[0])[layer]  # (T, H) each
     corr = unit_features(traced["hidden"], features(tokens, data.tokenizer == "char"))
     if units is None:  # the best unit of each feature, first seen first
         seen: list[int] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -186,6 +186,29 @@ CLI_WORDING = {
 }
 
 
+def check_known(tokens: Sequence[str], vocab: Vocab, say: dict[str, str]) -> None:
+    """``ConfigError`` (worded by ``say["unknown_tokens"]``) naming the tokens ``vocab`` lacks."""
+    unknown = sorted({t for t in tokens if t not in vocab or t == UNK})
+    if unknown:
+        raise ConfigError(say["unknown_tokens"].format(count=len(unknown),
+                                                       tokens=", ".join(repr(t) for t in unknown[:10])))
+
+
+def label_index(config: dict[str, Any], label: Optional[str], say: dict[str, str]) -> Optional[int]:
+    """The index of ``label`` among the run's labels, or None for a model without labels;
+    ``ConfigError`` (worded by ``say``) for a label missing, unknown or not wanted."""
+    labels = config.get("labels") or []
+    if labels:
+        if label is None:
+            raise ConfigError(say["label_needed"].format(labels=labels))
+        if label not in labels:
+            raise ConfigError(say["unknown_label"].format(label=label, labels=labels))
+        return labels.index(label)
+    if label is not None:
+        raise ConfigError(say["no_label"].format())
+    return None
+
+
 def generate(run: str | Path, *, prime: str = "", length: int = 200, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
              num_samples: int = 1, label: Optional[str] = None) -> list[str]:
@@ -209,22 +232,14 @@ def generate_from(opened: tuple, *, prime: str = "", length: int = 200, temperat
     if length < 1 or num_samples < 1:
         raise ConfigError("length and num_samples must be >= 1")
     config, model, vocab, tok, data = opened
-    labels = config.get("labels") or []
     prime_tokens = tok.tokenize(prime.lower() if data.lower else prime)
-    unknown = sorted({t for t in prime_tokens if t not in vocab or t == UNK})
-    if unknown:
-        raise ConfigError(say["unknown_tokens"].format(count=len(unknown),
-                                                       tokens=", ".join(repr(t) for t in unknown[:10])))
+    check_known(prime_tokens, vocab, say)
+    index = label_index(config, label, say)
+    labels = config.get("labels") or []
     lab = None
-    if labels:
-        if label is None:
-            raise ConfigError(say["label_needed"].format(labels=labels))
-        if label not in labels:
-            raise ConfigError(say["unknown_label"].format(label=label, labels=labels))
-        lab = torch.full((num_samples,), labels.index(label), dtype=torch.long)
+    if index is not None:
+        lab = torch.full((num_samples,), index, dtype=torch.long)
         prime_ids = [vocab.bos_id, *vocab.encode(prime_tokens)]
-    elif label is not None:
-        raise ConfigError(say["no_label"].format())
     else:
         if not prime_tokens:
             raise ConfigError(say["empty_prime"].format())
