@@ -351,6 +351,17 @@ class _Graph:
     def zeros_where_not(self, mask: str, x: str) -> str:
         return self.op("Where", mask, x, self.const(0.0, np.float32))
 
+    def read_padded(self, rnn, embedding: torch.nn.Embedding, name: str, ids: str, lengths: str,
+                    pad_id: int) -> tuple[str, str, str, Optional[str]]:
+        """Embed right-padded ``ids (B, T)`` (whatever sits in the pads is read as ``pad_id``) and run
+        ``rnn`` over each row's real steps: ``mask (B, T)``, outputs ``(B, T, D*H)`` (zeros at pads),
+        and the final ``h``, ``c`` as :meth:`recurrent` gives them."""
+        mask = self.mask(lengths, ids)
+        safe = self.op("Where", mask, ids, self.const(pad_id))
+        x = self.op("Transpose", self.op("Gather", self.param(embedding.weight, name), safe), perm=[1, 0, 2])
+        y, h, c = self.recurrent(rnn, x, self.op("Cast", lengths, to=self.T.INT32))
+        return mask, self.zeros_where_not(self.unsqueeze(mask, [2]), self.op("Transpose", y, perm=[1, 0, 2])), h, c
+
     def recurrent(self, rnn, x: str, seq_lens: Optional[str] = None, h0: Optional[str] = None,
                   c0: Optional[str] = None) -> tuple[str, str, Optional[str]]:
         """``rnnkit.nn.Recurrent`` as one ONNX RNN/GRU/LSTM node per layer.
@@ -499,12 +510,8 @@ def _classifier(model, opset: int) -> _Graph:
     g = _Graph("rnnkit_classifier", opset, "rnnkit sequence classifier: class logits and probabilities")
     tokens = g.input("tokens", "int64", ["batch", "time"], "token ids, right-padded")
     lengths = g.input("lengths", "int64", ["batch"], "real tokens per row, in [1, T]")
-    mask = g.mask(lengths, tokens)
-    safe = g.op("Where", mask, tokens, g.const(c.pad_id))
-    x = g.op("Transpose", g.op("Gather", g.param(model.embedding.weight, "embedding"), safe), perm=[1, 0, 2])
-    y, h, _ = g.recurrent(model.rnn, x, g.op("Cast", lengths, to=g.T.INT32))
+    mask, out, h, _ = g.read_padded(model.rnn, model.embedding, "embedding", tokens, lengths, c.pad_id)  # (B, T, D*H)
     D, H = model.num_directions, c.hidden_size
-    out = g.zeros_where_not(g.unsqueeze(mask, [2]), g.op("Transpose", y, perm=[1, 0, 2]))  # (B, T, D*H)
     weights = None
     if c.pooling == "last":
         # the top layer's final states: forward after the last real token, backward after the first
@@ -622,11 +629,8 @@ def _seq2seq_encoder(model, opset: int) -> _Graph:
                "starting state")
     src = g.input("src", "int64", ["batch", "src_time"], "source ids, right-padded")
     lengths = g.input("src_lengths", "int64", ["batch"], "real source tokens per row, in [1, S]")
-    mask = g.mask(lengths, src)
-    safe = g.op("Where", mask, src, g.const(c.src_pad_id))
-    x = g.op("Transpose", g.op("Gather", g.param(model.src_embed.weight, "src_embedding"), safe), perm=[1, 0, 2])
-    y, h, cc = g.recurrent(model.encoder, x, g.op("Cast", lengths, to=g.T.INT32))
-    memory = g.zeros_where_not(g.unsqueeze(mask, [2]), g.op("Transpose", y, perm=[1, 0, 2]))  # (B, S, H)
+    mask, memory, h, cc = g.read_padded(model.encoder, model.src_embed, "src_embedding", src, lengths,
+                                        c.src_pad_id)  # memory (B, S, H)
 
     def join(t: str) -> str:  # (L*D, B, H/D) -> (L, B, H): each layer's directions side by side
         layers = []
