@@ -81,7 +81,7 @@ def run(hidden: int, layers: int, embed: int, batch: int, seq: int, steps: int, 
     ids = torch.randint(0, VOCAB, (batch * seq * (steps + 2) + batch,))
     data = lambda: StreamBatches(ids, batch, seq)  # noqa: E731
     bare = BareLM(hidden, layers, embed).to(device)
-    bare_opt = torch.optim.Adam(bare.parameters(), lr=2e-3)
+    bare_opt = torch.optim.Adam(bare.parameters(), lr=2e-3, fused=True)  # the trainer's Adam kernel too
     cfg = dict(vocab_size=VOCAB, hidden_size=hidden, num_layers=layers, embedding_size=embed)
     fused = LanguageModel(LanguageModelConfig(**cfg))
     ref = LanguageModel(LanguageModelConfig(**cfg, backend="reference"))
