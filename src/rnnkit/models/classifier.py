@@ -174,9 +174,9 @@ class Classifier(nn.Module):
             raise ValueError(f"labels must lie in [0, num_classes={self.config.num_classes}) "
                              f"(unlabelled rows are -1 and cannot be trained on); "
                              f"got [{int(labels.min())}, {int(labels.max())}]")
-        members = list(self.members) if self.config.ensemble > 1 else [self]
+        singles = self._singles()
         total = sum(F.cross_entropy(m(batch.inputs, batch.lengths, batch.mask).float(), labels.long(),
-                                    reduction="sum") for m in members) / len(members)  # 0-d
+                                    reduction="sum") for m in singles) / len(singles)  # 0-d
         return LossOutput(total, torch.tensor(labels.size(0), device=total.device), None)
 
     @torch.no_grad()
@@ -191,5 +191,9 @@ class Classifier(nn.Module):
         The pad row is copied too; it never reaches a prediction, since pooling reads real tokens only.
         Every member of an ensemble starts from the same vectors.
         """
-        for m in (self.members if self.config.ensemble > 1 else [self]):
+        for m in self._singles():
             copy_embeddings(m.embedding, matrix)
+
+    def _singles(self) -> list["Classifier"]:
+        """The single classifiers this model is: its ensemble's members, or itself."""
+        return list(self.members) if self.config.ensemble > 1 else [self]

@@ -234,8 +234,7 @@ def generate_from(opened: tuple, *, prime: str = "", length: int = 200, temperat
     config, model, vocab, tok, data = opened
     prime_tokens = tok.tokenize(prime.lower() if data.lower else prime)
     check_known(prime_tokens, vocab, say)
-    index = label_index(config, label, say)
-    labels = config.get("labels") or []
+    index = label_index(config, label, say)  # None: a model without labels
     lab = None
     if index is not None:
         lab = torch.full((num_samples,), index, dtype=torch.long)
@@ -248,10 +247,10 @@ def generate_from(opened: tuple, *, prime: str = "", length: int = 200, temperat
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     step = (lambda tokens, state: model.step(tokens, state, lab)) if lab is not None else model.step
     ids = generate_ids(step, None, prime_t, length, temperature=temperature, top_k=top_k, top_p=top_p,
-                       generator=gen, eos_id=vocab.eos_id if labels else None)  # (N, length)
+                       generator=gen, eos_id=vocab.eos_id if index is not None else None)  # (N, length)
     texts = []
     for row in ids.tolist():
-        if labels and vocab.eos_id in row:
+        if index is not None and vocab.eos_id in row:
             row = row[: row.index(vocab.eos_id)]
         texts.append(tok.detokenize(prime_tokens + vocab.decode(row)))
     return texts
