@@ -55,7 +55,7 @@ SEQ2SEQ_FIELDS = {
 TRAIN_FIELDS = {k: ("train", k) for k in (
     "max_steps", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "clip_norm", "schedule",
     "warmup_steps", "min_lr_ratio", "eval_every", "save_every", "patience", "seed", "max_time", "device",
-    "precision")}
+    "precision", "deterministic")}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -85,6 +85,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="where to train: auto is the GPU (CUDA) when present, else the CPU [auto]")
     g.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
                    help="autocast precision; fp16 (CUDA only) adds gradient scaling [fp32]")
+    g.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic kernels only (torch.use_deterministic_algorithms, cuDNN's "
+                        "deterministic mode): slower on CUDA; CPU training is deterministic already")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -143,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(one file or sub-folder per class)")
     g.add_argument("--valid", help="validation file (else --valid-split of --train)")
     g.add_argument("--test", help="test file, scored once with the best weights")
-    g.add_argument("--valid-split", type=float, help="stratified fraction of --train for validation [0.1]")
+    g.add_argument("--valid-split", type=float, help="stratified fraction of --train for validation; 0: none, train every epoch and keep the last weights [0.1]")
     g.add_argument("--test-split", type=float, help="stratified fraction of --train held out as test [0]")
     g.add_argument("--folds", type=int, help="k-fold cross-validation on --train (e.g. 10)")
     g.add_argument("--format", choices=["auto", "tsv", "csv", "jsonl", "files", "folder"], help="[auto]")

@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda | mps (auto: the GPU when CUDA is present, else CPU)
     precision: str = "fp32"             # fp32 | bf16 | fp16 (autocast; fp16 adds gradient scaling, CUDA only)
+    deterministic: bool = False         # deterministic kernels only (CUDA: some speed lost; CPU: no change)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -88,6 +89,35 @@ class TrainConfig:
         if self.precision == "fp16" and self.device in ("cpu", "mps"):
             raise ConfigError(f"precision fp16 needs a CUDA GPU (device {self.device} given); "
                               "use bf16 on CPUs, or fp32")
+
+
+@contextlib.contextmanager
+def deterministic_kernels(enabled: bool):
+    """Within the block, only kernels that give the same bits on every run (when ``enabled``).
+
+    CPU training is deterministic already. On CUDA some kernels add with atomics in
+    whatever order the threads arrive, so two runs drift apart in the last bits; this
+    switches torch and cuDNN to their deterministic kernels (and cuBLAS to a fixed
+    workspace), at some cost in speed, and makes torch raise on an operation that has no
+    deterministic kernel.  The previous settings come back on exit.  (On an H200 with
+    torch 2.11 it did not make a resumed run bitwise equal to the uninterrupted one:
+    see ``tests/test_trainer.py``.)
+    """
+    if not enabled:
+        yield
+        return
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before the first step
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[1], saved[2]
 
 
 def _fused(params: list[torch.Tensor]) -> bool:
@@ -332,6 +362,10 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         """Train to ``total_steps`` (or early stop); returns the metric history."""
+        with deterministic_kernels(self.config.deterministic):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> list[dict[str, Any]]:
         from tqdm import tqdm
 
         cfg = self.config
