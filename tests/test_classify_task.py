@@ -84,6 +84,28 @@ def test_kfold_on_class_files_with_encoding(sentiment, tmp_path, capsys):
     assert all((out / f"fold-0{k}" / "model.safetensors").is_file() for k in (1, 2, 3))
 
 
+def test_kfold_without_validation_trains_on_whole_training_folds(sentiment, tmp_path, capsys):
+    d, _ = sentiment
+    out = tmp_path / "cv0"
+    files = f"{d / 'classes' / 'reviews.pos'},{d / 'classes' / 'reviews.neg'}"
+    assert main(["train", "classify", "--train", files, "--folds", "3", "--valid-split", "0", "--encoding",
+                 "latin-1", "--out", str(out), "--epochs", "2", *SMALL]) == 0
+    printed = capsys.readouterr().out
+    sizes = [int(line.split()[0]) for line in printed.splitlines() if " training, 0 validation, " in line]
+    examples = sum(1 for f in files.split(",") for line in open(f, encoding="latin-1") if line.strip())
+    assert len(sizes) == 3 and sum(sizes) == 2 * examples  # each example trains in 2 of the 3 folds
+    header = (out / "fold-01" / "metrics.csv").read_text().splitlines()[0]
+    assert "valid_" not in header  # no validation pass, so nothing picked a "best" epoch
+    assert json.loads((out / "cv.json").read_text())["folds"] == 3
+
+
+def test_valid_split_out_of_range_is_refused(sentiment, tmp_path, capsys):
+    d, _ = sentiment
+    assert main(["train", "classify", "--train", str(d / "train.tsv"), "--valid-split", "1",
+                 "--out", str(tmp_path / "r"), "--max-steps", "1", *SMALL]) == 2
+    assert "--valid-split must be in [0, 1)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("tokenizer", ["char", "bpe"])
 def test_other_tokenizers_train(sentiment, tmp_path, tokenizer, capsys):
     d, _ = sentiment

@@ -35,7 +35,7 @@ class ClassifyDataConfig:
     train: Optional[str] = None        # file, list of class files, or folder (see rnnkit.data.read_classification)
     valid: Optional[str] = None        # validation file; else a stratified split of train
     test: Optional[str] = None         # test file scored once with the best weights
-    valid_split: float = 0.1           # fraction of train held out for validation (no --valid)
+    valid_split: float = 0.1           # fraction of train held out for validation (no --valid); 0: none
     test_split: float = 0.0            # fraction of train held out for testing (no --test)
     folds: int = 0                     # > 1: stratified k-fold cross-validation
     format: str = "auto"               # auto | tsv | csv | jsonl | files | folder
@@ -141,7 +141,7 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
     enc = Encoder(tokenizer, vocab)
     va_tok = [enc.tokens(ex.text) for ex in va]
     log(f"{len(tr)} training, {len(va)} validation, {len(te)} test examples; {len(labels)} classes; "
-        f"vocabulary {len(vocab):,}; validation OOV rate {vocab.oov_rate(va_tok):.2%}")
+        f"vocabulary {len(vocab):,}" + (f"; validation OOV rate {vocab.oov_rate(va_tok):.2%}" if va else ""))
     lab_id = {l: i for i, l in enumerate(labels)}
     torch.manual_seed(train.seed)
     mcfg = ClassifierConfig(vocab_size=len(vocab), num_classes=len(labels), pad_id=vocab.pad_id,
@@ -220,12 +220,21 @@ def train_classify(out: str | Path, model_opts: dict[str, Any], data: ClassifyDa
         va = _read(data.valid, data, log)
         tr = [examples[i] for i in rest]
     else:
-        if not 0 < data.valid_split < 1:
-            raise ConfigError("without --valid, --valid-split must be in (0, 1)")
-        sub_tr, sub_va = stratified_split([labels[i] for i in rest], data.valid_split, train.seed + 1)
+        sub_tr, sub_va = _validation_split([labels[i] for i in rest], data.valid_split, train.seed + 1, log)
         tr, va = [examples[rest[i]] for i in sub_tr], [examples[rest[i]] for i in sub_va]
     return _train_one(out, model_opts, data, train, tr, va, te, resume=resume, overwrite=overwrite,
                       progress=progress, log=log)
+
+
+def _validation_split(labels: Sequence[str], fraction: float, seed: int, log) -> tuple[list[int], list[int]]:
+    """Indices ``(train, valid)`` of a stratified validation slice; ``fraction`` 0 holds nothing out,
+    so training runs its full length and keeps its last weights (no early stopping)."""
+    if fraction == 0:
+        log("--valid-split 0: no validation; training runs every epoch and keeps its last weights")
+        return list(range(len(labels))), []
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--valid-split must be in [0, 1), got {fraction}")
+    return stratified_split(labels, fraction, seed)
 
 
 def _cross_validate(out: Path, model_opts, data, train, examples, *, resume, overwrite, progress, log):
@@ -239,7 +248,8 @@ def _cross_validate(out: Path, model_opts, data, train, examples, *, resume, ove
             results.append(ckpt.load_json(fold_dir / "report.json"))
             continue
         # early stopping uses a stratified slice of the training folds, never the test fold
-        sub_tr, sub_va = stratified_split([labels[i] for i in train_idx], data.valid_split, train.seed + k)
+        sub_tr, sub_va = _validation_split([labels[i] for i in train_idx], data.valid_split, train.seed + k,
+                                           log if k == 1 else (lambda _m: None))
         tr = [examples[train_idx[i]] for i in sub_tr]
         va = [examples[train_idx[i]] for i in sub_va]
         te = [examples[i] for i in test_idx]
