@@ -104,6 +104,9 @@ def test_valid_split_out_of_range_is_refused(sentiment, tmp_path, capsys):
     assert main(["train", "classify", "--train", str(d / "train.tsv"), "--valid-split", "1",
                  "--out", str(tmp_path / "r"), "--max-steps", "1", *SMALL]) == 2
     assert "--valid-split must be in [0, 1)" in capsys.readouterr().err
+    assert main(["train", "classify", "--train", str(d / "train.tsv"), "--valid-split", "0", "--patience", "2",
+                 "--out", str(tmp_path / "r"), "--max-steps", "1", *SMALL]) == 2
+    assert "--valid-split 0 holds out none" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("tokenizer", ["char", "bpe"])

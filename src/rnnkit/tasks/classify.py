@@ -204,6 +204,9 @@ def train_classify(out: str | Path, model_opts: dict[str, Any], data: ClassifyDa
     log = main_log(log)
     examples = _read(data.train, data, log)
     labels = [ex.label for ex in examples]
+    if data.valid_split == 0 and not data.valid and train.patience:
+        raise ConfigError("--patience stops early on validation scores, and --valid-split 0 holds out none: "
+                          "drop one of them")
     if data.folds and data.folds > 1:
         if data.valid or data.test:
             raise ConfigError("--folds splits --train itself; drop --valid/--test")
