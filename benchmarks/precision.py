@@ -32,7 +32,7 @@ def _cpu_bf16_flags() -> list[str]:
     return sorted({f for f in flags if "bf16" in f})
 
 
-def _lm(quick: bool):
+def lm_case(quick: bool):
     H, T = (256, 64) if quick else (512, 128)
     cfg = LanguageModelConfig(vocab_size=65, embedding_size=64, hidden_size=H, num_layers=2, dropout=0.3)
     B = 64
@@ -45,7 +45,7 @@ def _lm(quick: bool):
     return f"character LM, LSTM 2x{H}, batch {B} x {T}", (lambda: LanguageModel(cfg)), loss, B * T
 
 
-def _seq2seq(quick: bool):
+def seq2seq_case(quick: bool):
     H = 256 if quick else 512
     cfg = Seq2SeqConfig(src_vocab_size=33, tgt_vocab_size=73, src_pad_id=0, tgt_pad_id=0, tgt_bos_id=2,
                         tgt_eos_id=3, cell="lstm", embedding_size=128, hidden_size=H, num_layers=2,
@@ -92,7 +92,7 @@ def main() -> None:
     args = parser(__doc__).parse_args()
     torch.set_num_threads(args.threads)
     rounds = 3 if args.quick else 10
-    results = [run(*make(args.quick), rounds=rounds) for make in (_lm, _seq2seq)]
+    results = [run(*make(args.quick), rounds=rounds) for make in (lm_case, seq2seq_case)]
     out = write_report("precision", args, cpu_bf16_flags=_cpu_bf16_flags(), results=results)
     print(f"CPU bf16 flags: {', '.join(_cpu_bf16_flags()) or 'none'}")
     print(f"{'model':58} {'fp32 tok/s':>10} {'bf16 tok/s':>10} {'ratio':>6}  first loss fp32 / bf16")

@@ -1,12 +1,12 @@
 """rnnkit.nn.scan (the GRU / plain-RNN layer with a hand-written backward) against torch.nn.GRU / torch.nn.RNN."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import rnnkit.nn.recurrent as recurrent_module
 import rnnkit.nn.onednn as onednn_module
 import rnnkit.nn.scan as scan_module
 from rnnkit.nn import Recurrent, State
+from rnnkit.nn.dropout import dropout
 from rnnkit.nn.scan import Scan, free_spares, scan_layer
 
 B, T, I, H, L = 4, 7, 3, 5, 2
@@ -144,7 +144,7 @@ def test_dropout_between_layers_is_torchs_layers_with_the_same_mask(mode, scan_c
     out = ours(x)[0]
     torch.manual_seed(7)  # the same random stream: the stack draws its mask over its time-major (T, B, 2H) input
     y0 = layers[0](x)[0]  # (B, T, 2H)
-    mask_source = F.dropout(y0.transpose(0, 1).contiguous(), 0.5, training=True).transpose(0, 1)
+    mask_source = dropout(y0.transpose(0, 1).contiguous(), 0.5).transpose(0, 1)
     ref = layers[1](mask_source)[0]
     assert torch.allclose(out, ref, atol=1e-10, rtol=0)
     assert not torch.allclose(out, layers[1](y0)[0])  # the mask did act

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from rnnkit.models.language_model import LossOutput
 from rnnkit.models._inputs import check_padded, check_word_model, copy_embeddings, drop_words
 from rnnkit.nn import Recurrent
+from rnnkit.nn.dropout import Dropout
 
 POOLINGS = ("last", "mean", "max", "attention")
 
@@ -86,7 +87,7 @@ class Classifier(nn.Module):
 
         self.embedding = nn.Embedding(c.vocab_size, c.embedding_size, padding_idx=c.pad_id)
         self.embedding.weight.requires_grad_(not c.freeze_embeddings)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         # Recurrent warns that dropout does nothing with one layer; it only belongs between layers.
         self.rnn = Recurrent(c.cell, c.embedding_size, c.hidden_size, num_layers=c.num_layers,
                              bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0,

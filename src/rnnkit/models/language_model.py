@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from rnnkit.losses import sequence_nll
 from rnnkit.nn import Recurrent, State
 from rnnkit.nn.onednn import Linear
+from rnnkit.nn.dropout import Dropout
 
 
 @dataclass
@@ -63,7 +64,7 @@ class LanguageModel(nn.Module):
         self.rnn = Recurrent(c.cell, in_size, c.hidden_size, num_layers=c.num_layers,
                              dropout=c.dropout if c.num_layers > 1 else 0.0,  # between layers only
                              backend=c.backend, bias=c.bias)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.out = Linear(c.hidden_size, c.vocab_size, bias=c.bias)
         if c.tie_weights:
             if self.embedding is None or c.embedding_size != c.hidden_size:

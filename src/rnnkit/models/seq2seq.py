@@ -42,6 +42,7 @@ from rnnkit.models.language_model import LossOutput
 from rnnkit.nn import Recurrent, State
 from rnnkit.nn.attention import Attention
 from rnnkit.nn.onednn import Linear
+from rnnkit.nn.dropout import Dropout
 
 ATTENTIONS = ("none", "bahdanau", "luong")
 LUONG_SCORES = ("dot", "general")
@@ -142,7 +143,7 @@ class Seq2Seq(nn.Module):
         feeds = c.attention == "bahdanau" or c.input_feeding
         self.decoder = Recurrent(c.cell, E + (H if feeds else 0), H, num_layers=c.num_layers,
                                  dropout=c.dropout if c.num_layers > 1 else 0.0, backend=c.backend)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.out = Linear(H, c.tgt_vocab_size)
         if c.tie_embeddings:
             self.out.weight = self.tgt_embed.weight

@@ -29,6 +29,7 @@ from rnnkit.models.language_model import LossOutput
 from rnnkit.nn import CRF, Recurrent
 from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded, check_word_model, copy_embeddings, drop_words
 from rnnkit.nn.onednn import Linear
+from rnnkit.nn.dropout import Dropout
 
 CHAR_ENCODERS = ("none", "lstm", "cnn")
 
@@ -93,7 +94,7 @@ class Tagger(nn.Module):
             else:
                 self.char_conv = nn.Conv1d(c.char_embedding_size, c.char_hidden_size, kernel_size=3, padding=1)
                 char_size = c.char_hidden_size
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         # Recurrent warns that dropout does nothing with one layer; it only belongs between layers.
         self.rnn = Recurrent(c.cell, c.embedding_size + char_size, c.hidden_size, num_layers=c.num_layers,
                              bidirectional=c.bidirectional, dropout=c.dropout if c.num_layers > 1 else 0.0,

@@ -4,5 +4,6 @@ from rnnkit.nn.cells import RNNCell, LSTMCell, GRUCell, make_cell
 from rnnkit.nn.recurrent import Recurrent
 from rnnkit.nn.crf import CRF
 from rnnkit.nn.attention import Attention
+from rnnkit.nn.dropout import Dropout
 
-__all__ = ["State", "RNNCell", "LSTMCell", "GRUCell", "make_cell", "Recurrent", "CRF", "Attention"]
+__all__ = ["State", "RNNCell", "LSTMCell", "GRUCell", "make_cell", "Recurrent", "CRF", "Attention", "Dropout"]
