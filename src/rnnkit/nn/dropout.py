@@ -1,10 +1,10 @@
 """Dropout that is cheap on CPUs.
 
 ``torch.nn.functional.dropout`` draws its mask with ``bernoulli_``, which on CPU runs
-a slow per-element path: on this project's 2-core machine it took 2-4x as long as
-drawing uniform numbers and comparing them with ``p`` (``benchmarks/dropout.py``), and
-about a tenth of a CMUdict seq2seq training step.  :func:`dropout` draws the same
-Bernoulli(1 - p) mask that way on CPU and defers to torch's fused kernel elsewhere.
+a slow per-element path: on this project's 2-core machine, one thread, it took 1.8-3.3x
+as long as drawing uniform numbers and comparing them with ``p``, and whole training
+steps ran 1-7% faster with the latter (``benchmarks/dropout.py``).  :func:`dropout` draws
+the same Bernoulli(1 - p) mask that way on CPU and defers to torch's kernel elsewhere.
 The masks are different draws from the same distribution, so a run's numbers change
 but not what it learns on average.
 """
