@@ -32,7 +32,6 @@ from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import rnnkit.nn.dropout as dropout_impl
-from rnnkit.nn.dropout import dropout as _dropout
 from rnnkit.nn.cells import GATES, RECUR, RecurFn, canonical_mode, input_projection
 from rnnkit.nn.scan import SCAN_MODES, scan_layer
 from rnnkit.nn.state import State
@@ -325,7 +324,7 @@ class Recurrent(nn.Module):
                 outs.append(out if direction == 0 else _reverse(out, rev))
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, T, D*H)
             if layer < self.num_layers - 1 and self.dropout > 0 and self.training:
-                layer_in = _dropout(layer_in, self.dropout)
+                layer_in = dropout_impl.dropout(layer_in, self.dropout)
         return layer_in.masked_fill(~valid.unsqueeze(2), 0.0)  # zeros at pads
 
     def _forward_fused_by_layer(self, x: Tensor, state: State) -> tuple[Tensor, State]:
@@ -341,7 +340,7 @@ class Recurrent(nn.Module):
             out, *hidden = fn(layer_in, s0.as_torch(), flat[layer * per: (layer + 1) * per], self.bias, 1, 0.0,
                               True, self.bidirectional, True)  # out (B, T, D*H)
             finals.append(State(*hidden))
-            layer_in = _dropout(out, self.dropout) if layer < self.num_layers - 1 else out
+            layer_in = dropout_impl.dropout(out, self.dropout) if layer < self.num_layers - 1 else out
         h = torch.cat([f.h for f in finals])
         return layer_in, State(h) if finals[0].c is None else State(h, torch.cat([f.c for f in finals]))
 
@@ -393,7 +392,7 @@ class Recurrent(nn.Module):
                 finals.append(out[0] if direction == 1 else out[-1])  # (B, H)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (T, B, D*H)
             if layer < self.num_layers - 1 and self.dropout > 0 and self.training:
-                layer_in = _dropout(layer_in, self.dropout)
+                layer_in = dropout_impl.dropout(layer_in, self.dropout)
         if keep is not None:
             layer_in = layer_in.masked_fill(~keep.unsqueeze(2), 0.0)  # zeros at pads
         return layer_in.transpose(0, 1), State(torch.stack(finals))  # (B, T, D*H), (L*D, B, H)
@@ -424,7 +423,7 @@ class Recurrent(nn.Module):
                 finals.append(final)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, T, D*H)
             if layer < self.num_layers - 1 and self.dropout > 0 and self.training:
-                layer_in = _dropout(layer_in, self.dropout)
+                layer_in = dropout_impl.dropout(layer_in, self.dropout)
         out = layer_in if valid is None else layer_in.masked_fill(~valid.unsqueeze(2), 0.0)  # zeros at pads
         return out, State.stack(finals)
 

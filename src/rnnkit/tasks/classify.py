@@ -204,9 +204,11 @@ def train_classify(out: str | Path, model_opts: dict[str, Any], data: ClassifyDa
     log = main_log(log)
     examples = _read(data.train, data, log)
     labels = [ex.label for ex in examples]
-    if data.valid_split == 0 and not data.valid and train.patience:
-        raise ConfigError("--patience stops early on validation scores, and --valid-split 0 holds out none: "
-                          "drop one of them")
+    if data.valid_split == 0 and not data.valid:
+        if train.patience:
+            raise ConfigError("--patience stops early on validation scores, and --valid-split 0 holds out none: "
+                              "drop one of them")
+        log("--valid-split 0: no validation; training runs every epoch and keeps its last weights")
     if data.folds and data.folds > 1:
         if data.valid or data.test:
             raise ConfigError("--folds splits --train itself; drop --valid/--test")
@@ -223,17 +225,16 @@ def train_classify(out: str | Path, model_opts: dict[str, Any], data: ClassifyDa
         va = _read(data.valid, data, log)
         tr = [examples[i] for i in rest]
     else:
-        sub_tr, sub_va = _validation_split([labels[i] for i in rest], data.valid_split, train.seed + 1, log)
+        sub_tr, sub_va = _validation_split([labels[i] for i in rest], data.valid_split, train.seed + 1)
         tr, va = [examples[rest[i]] for i in sub_tr], [examples[rest[i]] for i in sub_va]
     return _train_one(out, model_opts, data, train, tr, va, te, resume=resume, overwrite=overwrite,
                       progress=progress, log=log)
 
 
-def _validation_split(labels: Sequence[str], fraction: float, seed: int, log) -> tuple[list[int], list[int]]:
+def _validation_split(labels: Sequence[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices ``(train, valid)`` of a stratified validation slice; ``fraction`` 0 holds nothing out,
     so training runs its full length and keeps its last weights (no early stopping)."""
     if fraction == 0:
-        log("--valid-split 0: no validation; training runs every epoch and keeps its last weights")
         return list(range(len(labels))), []
     if not 0 < fraction < 1:
         raise ConfigError(f"--valid-split must be in [0, 1), got {fraction}")
@@ -251,8 +252,7 @@ def _cross_validate(out: Path, model_opts, data, train, examples, *, resume, ove
             results.append(ckpt.load_json(fold_dir / "report.json"))
             continue
         # early stopping uses a stratified slice of the training folds, never the test fold
-        sub_tr, sub_va = _validation_split([labels[i] for i in train_idx], data.valid_split, train.seed + k,
-                                           log if k == 1 else (lambda _m: None))
+        sub_tr, sub_va = _validation_split([labels[i] for i in train_idx], data.valid_split, train.seed + k)
         tr = [examples[train_idx[i]] for i in sub_tr]
         va = [examples[train_idx[i]] for i in sub_va]
         te = [examples[i] for i in test_idx]
