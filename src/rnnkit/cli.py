@@ -87,7 +87,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="autocast precision; fp16 (CUDA only) adds gradient scaling [fp32]")
     g.add_argument("--deterministic", action="store_true", default=None,
                    help="deterministic kernels only (torch.use_deterministic_algorithms, cuDNN's "
-                        "deterministic mode): slower on CUDA; CPU training is deterministic already")
+                        "deterministic mode) and dropout between stacked recurrent layers drawn from "
+                        "torch's generator, so a resumed run can match: slower on CUDA; CPU training "
+                        "is deterministic already")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 

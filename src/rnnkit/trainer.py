@@ -99,9 +99,10 @@ def deterministic_kernels(enabled: bool):
     whatever order the threads arrive, so two runs drift apart in the last bits; this
     switches torch and cuDNN to their deterministic kernels (and cuBLAS to a fixed
     workspace), at some cost in speed, and makes torch raise on an operation that has no
-    deterministic kernel.  The previous settings come back on exit.  (On an H200 with
-    torch 2.11 it did not make a resumed run bitwise equal to the uninterrupted one:
-    see ``tests/test_trainer.py``.)
+    deterministic kernel.  ``Recurrent`` also reads the setting: it then runs stacked
+    layers one at a time with its own dropout between them, because cuDNN's stacked
+    kernel draws its masks from a generator no checkpoint saves (see
+    ``Recurrent._drops_between_layers``).  The previous settings come back on exit.
     """
     if not enabled:
         yield

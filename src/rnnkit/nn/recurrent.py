@@ -281,22 +281,42 @@ class Recurrent(nn.Module):
     def _forward_fused(self, x: Tensor, lengths: Optional[Tensor], state: State) -> tuple[Tensor, State]:
         fn = _FUSED[self.mode]
         args = (self._flat_weights(), self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
-        if lengths is None and self.training and self.dropout > 0 and self.num_layers > 1 \
-                and x.device.type == "cpu" and not dropout_impl.USE_TORCH:
-            return self._forward_fused_by_layer(x, state)
+        by_layer = self._drops_between_layers(x)
         if lengths is None:
+            if by_layer:
+                return self._forward_fused_by_layer(x, state)
             out, *hidden = fn(x, state.as_torch(), *args, True)  # out (B, T, D*H), hidden: h[, c] (L*D, B, H)
             return out, State(*hidden)
         # Packed: each sequence runs over its own steps only, so pads are never read.
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        hx = state.index_select(packed.sorted_indices, dim=1).as_torch()  # batch rows in packed order
-        data, *hidden = fn(packed.data, packed.batch_sizes, hx, *args)  # data (sum(lengths), D*H)
+        hx = state.index_select(packed.sorted_indices, dim=1)  # batch rows in packed order
+        if by_layer:
+            data, final = self._forward_fused_by_layer(packed.data, hx, packed.batch_sizes)
+        else:
+            data, *hidden = fn(packed.data, packed.batch_sizes, hx.as_torch(), *args)  # data (sum(lengths), D*H)
+            final = State(*hidden)
         out, _ = pad_packed_sequence(
             PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices),
             batch_first=True,
             total_length=x.size(1),
         )  # (B, T, D*H), zeros at pads
-        return out, State(*hidden).index_select(packed.unsorted_indices, dim=1)
+        return out, final.index_select(packed.unsorted_indices, dim=1)
+
+    def _drops_between_layers(self, x: Tensor) -> bool:
+        """Whether the fused kernel runs one layer at a time with :func:`rnnkit.nn.dropout.dropout`
+        between layers instead of the stacked kernel's own dropout (training, 2+ layers, dropout > 0).
+
+        On CPU because it is faster (the stacked kernel draws its masks with torch's slow
+        ``bernoulli_``).  Elsewhere under ``torch.use_deterministic_algorithms`` (``--deterministic``)
+        because cuDNN's stacked kernel draws its masks from a generator of its own, seeded once
+        per process and kept out of torch's RNG state, so a run resumed from a checkpoint would
+        draw different masks; ours come from torch's generator, which checkpoints save.
+        """
+        if not (self.training and self.dropout > 0 and self.num_layers > 1):
+            return False
+        if x.device.type == "cpu" and not dropout_impl.USE_TORCH:
+            return True
+        return torch.are_deterministic_algorithms_enabled()
 
     def _forward_fused_padded(self, x: Tensor, lengths: Tensor, state: State) -> Tensor:
         """Exact outputs of a padded batch with one fused call per layer and direction.
@@ -327,18 +347,23 @@ class Recurrent(nn.Module):
                 layer_in = dropout_impl.dropout(layer_in, self.dropout)
         return layer_in.masked_fill(~valid.unsqueeze(2), 0.0)  # zeros at pads
 
-    def _forward_fused_by_layer(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+    def _forward_fused_by_layer(self, x: Tensor, state: State,
+                                batch_sizes: Optional[Tensor] = None) -> tuple[Tensor, State]:
         """The fused kernel one layer at a time, with :func:`rnnkit.nn.dropout.dropout` between layers
-        (the stacked kernel draws its dropout with torch's slower CPU ``bernoulli_``)."""
+        (see ``_drops_between_layers``).  ``x`` is ``(B, T, I)``, or a packed sequence's data
+        ``(sum(lengths), I)`` with its ``batch_sizes``."""
         fn, D = _FUSED[self.mode], self.num_directions
         flat = self._flat_weights()
         per = len(flat) // self.num_layers
         finals: list[State] = []
         layer_in = x
         for layer in range(self.num_layers):
-            s0 = state.map(lambda t: t[layer * D: (layer + 1) * D])  # (D, B, H)
-            out, *hidden = fn(layer_in, s0.as_torch(), flat[layer * per: (layer + 1) * per], self.bias, 1, 0.0,
-                              True, self.bidirectional, True)  # out (B, T, D*H)
+            s0 = state.map(lambda t: t[layer * D: (layer + 1) * D]).as_torch()  # (D, B, H)
+            weights = flat[layer * per: (layer + 1) * per]
+            if batch_sizes is None:
+                out, *hidden = fn(layer_in, s0, weights, self.bias, 1, 0.0, True, self.bidirectional, True)
+            else:
+                out, *hidden = fn(layer_in, batch_sizes, s0, weights, self.bias, 1, 0.0, True, self.bidirectional)
             finals.append(State(*hidden))
             layer_in = dropout_impl.dropout(out, self.dropout) if layer < self.num_layers - 1 else out
         h = torch.cat([f.h for f in finals])
