@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from rnnkit.batching import seq2seq_batch
+from rnnkit.batching import SequenceBatches, seq2seq_batch
 from rnnkit.cli import main
 from rnnkit.decoding import beam_search
 from rnnkit.tasks.seq2seq import Translator, translate_ids
@@ -167,3 +167,21 @@ def test_tsv_and_cmudict_formats(tmp_path, capsys):
     assert {"wer", "per"} <= set(report) and report["split"] == "test"
     cfg = json.loads((tmp_path / "g" / "config.json").read_text())
     assert cfg["cmudict"] is True
+
+
+def test_training_batches_sort_pairs_by_source_then_target_length(run):
+    """Pairs are bucketed on both sides: each example once per epoch, the same source pads as
+    bucketing by source length alone, and fewer decoder pads."""
+    rng = random.Random(0)
+    src = [[4] * rng.randint(1, 6) for _ in range(800)]
+    tgt = [[5] * rng.randint(1, 12) for _ in range(800)]  # independent of the source length
+    joint = Translator(run).codec.batches(src, tgt, 16, seed=0, shuffle=True)._epoch_order(0)
+    plain = SequenceBatches(src, 16, make_batch=None, seed=0)._epoch_order(0)  # by source length only
+    assert sorted(i for b in joint for i in b) == list(range(800))
+
+    def padded(order, seqs):
+        return sum(len(b) * max(len(seqs[i]) for i in b) for b in order)
+
+    assert padded(joint, src) == padded(plain, src)
+    real = sum(map(len, tgt))
+    assert padded(joint, tgt) - real < 0.5 * (padded(plain, tgt) - real)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, fields
-from typing import Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -176,14 +176,19 @@ class SequenceBatches:
     examples, each chunk sorted by length and cut into batches, and the batches
     shuffled — so a batch holds sequences of similar length (few pads) while the
     order stays random.  The order is a function of ``(seed, epoch)`` alone.
+
+    ``sort_key(i)`` replaces the length of example ``i`` as what a chunk is sorted by:
+    pairs sort by ``(source length, target length)``, so the decoder's pads shrink too
+    while each batch keeps one or two source lengths.
     """
 
     def __init__(self, seqs: Sequence[Sequence[int]], batch_size: int, *, make_batch,
                  labels: Optional[Sequence[int]] = None, seed: int = 0, pool: int = 50,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, sort_key: Optional[Callable[[int], Any]] = None) -> None:
         if not seqs:
             raise ValueError("no sequences to batch")
         self.seqs, self.labels = seqs, labels
+        self.sort_key = sort_key or (lambda i: len(seqs[i]))
         self.batch_size, self.seed, self.pool, self.shuffle = batch_size, seed, pool, shuffle
         self.make_batch = make_batch  # (seqs, labels | None) -> Batch
         self.epoch, self.index = 0, 0
@@ -216,14 +221,14 @@ class SequenceBatches:
         n = len(self.seqs)
         size = self.batch_size * self.world_size  # the global batch
         if not self.shuffle:
-            idx = sorted(range(n), key=lambda i: len(self.seqs[i]))
+            idx = sorted(range(n), key=self.sort_key)
             return [idx[i: i + size] for i in range(0, n, size)]
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         perm = torch.randperm(n, generator=g).tolist()
         chunk = size * self.pool
         batches: list[list[int]] = []
         for c in range(0, n, chunk):
-            part = sorted(perm[c: c + chunk], key=lambda i: len(self.seqs[i]))
+            part = sorted(perm[c: c + chunk], key=self.sort_key)
             batches += [part[i: i + size] for i in range(0, len(part), size)]
         order = torch.randperm(len(batches), generator=g).tolist()
         return [batches[i] for i in order]

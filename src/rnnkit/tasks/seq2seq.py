@@ -164,7 +164,7 @@ class Codec:
             return seq2seq_batch(src_rows, [tgt[r] for r in rows], v.pad_id, w.pad_id, w.bos_id, w.eos_id)
 
         return SequenceBatches(src, batch_size, labels=list(range(len(src))), make_batch=build, seed=seed,
-                               shuffle=shuffle)
+                               shuffle=shuffle, sort_key=lambda i: (len(src[i]), len(tgt[i])))
 
 
 def _tokenizer(name: str, cfg: Seq2SeqDataConfig):
