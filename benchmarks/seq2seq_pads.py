@@ -22,7 +22,6 @@ import contextlib
 
 import torch
 
-from rnnkit.batching import SequenceBatches
 from rnnkit.data import bundled_path
 from rnnkit.models import Seq2Seq, Seq2SeqConfig
 from rnnkit.tasks.seq2seq import Seq2SeqDataConfig, _build_codec, read_splits
