@@ -27,8 +27,7 @@ from torch import Tensor, nn
 
 from rnnkit.models.language_model import LossOutput
 from rnnkit.models._inputs import check_padded, check_word_model, copy_embeddings, drop_words
-from rnnkit.nn import Recurrent
-from rnnkit.nn.dropout import Dropout
+from rnnkit.nn import Dropout, Recurrent
 
 POOLINGS = ("last", "mean", "max", "attention")
 

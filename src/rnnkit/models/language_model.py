@@ -16,9 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.losses import sequence_nll
-from rnnkit.nn import Recurrent, State
+from rnnkit.nn import Dropout, Recurrent, State
 from rnnkit.nn.onednn import Linear
-from rnnkit.nn.dropout import Dropout
 
 
 @dataclass

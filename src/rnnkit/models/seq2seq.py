@@ -39,10 +39,9 @@ from torch import Tensor, nn
 from rnnkit.losses import sequence_nll
 from rnnkit.models._inputs import check_padded
 from rnnkit.models.language_model import LossOutput
-from rnnkit.nn import Recurrent, State
+from rnnkit.nn import Dropout, Recurrent, State
 from rnnkit.nn.attention import Attention
 from rnnkit.nn.onednn import Linear
-from rnnkit.nn.dropout import Dropout
 
 ATTENTIONS = ("none", "bahdanau", "luong")
 LUONG_SCORES = ("dot", "general")

@@ -26,10 +26,9 @@ from torch import Tensor, nn
 
 from rnnkit.losses import sequence_nll
 from rnnkit.models.language_model import LossOutput
-from rnnkit.nn import CRF, Recurrent
+from rnnkit.nn import CRF, Dropout, Recurrent
 from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded, check_word_model, copy_embeddings, drop_words
 from rnnkit.nn.onednn import Linear
-from rnnkit.nn.dropout import Dropout
 
 CHAR_ENCODERS = ("none", "lstm", "cnn")
 

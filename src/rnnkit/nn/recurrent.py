@@ -279,12 +279,12 @@ class Recurrent(nn.Module):
                     raise ValueError(f"state.{name} must be (L*D, B, H) = {want}; got {tuple(t.shape)}")
 
     def _forward_fused(self, x: Tensor, lengths: Optional[Tensor], state: State) -> tuple[Tensor, State]:
+        by_layer = self._drops_between_layers(x)
+        if lengths is None and by_layer:
+            return self._forward_fused_by_layer(x, state)
         fn = _FUSED[self.mode]
         args = (self._flat_weights(), self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
-        by_layer = self._drops_between_layers(x)
         if lengths is None:
-            if by_layer:
-                return self._forward_fused_by_layer(x, state)
             out, *hidden = fn(x, state.as_torch(), *args, True)  # out (B, T, D*H), hidden: h[, c] (L*D, B, H)
             return out, State(*hidden)
         # Packed: each sequence runs over its own steps only, so pads are never read.
@@ -318,6 +318,12 @@ class Recurrent(nn.Module):
             return True
         return torch.are_deterministic_algorithms_enabled()
 
+    def _between_layers(self, x: Tensor, layer: int) -> Tensor:
+        """Layer ``layer``'s output on its way to the next layer: dropout while training, none after the last."""
+        if layer == self.num_layers - 1 or not self.training:
+            return x
+        return dropout_impl.dropout(x, self.dropout)
+
     def _forward_fused_padded(self, x: Tensor, lengths: Tensor, state: State) -> Tensor:
         """Exact outputs of a padded batch with one fused call per layer and direction.
 
@@ -343,8 +349,7 @@ class Recurrent(nn.Module):
                 out = fn(seq, s0.as_torch(), weights, self.bias, 1, 0.0, self.training, False, True)[0]  # (B, T, H)
                 outs.append(out if direction == 0 else _reverse(out, rev))
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, T, D*H)
-            if layer < self.num_layers - 1 and self.dropout > 0 and self.training:
-                layer_in = dropout_impl.dropout(layer_in, self.dropout)
+            layer_in = self._between_layers(layer_in, layer)
         return layer_in.masked_fill(~valid.unsqueeze(2), 0.0)  # zeros at pads
 
     def _forward_fused_by_layer(self, x: Tensor, state: State,
@@ -365,7 +370,7 @@ class Recurrent(nn.Module):
             else:
                 out, *hidden = fn(layer_in, batch_sizes, s0, weights, self.bias, 1, 0.0, True, self.bidirectional)
             finals.append(State(*hidden))
-            layer_in = dropout_impl.dropout(out, self.dropout) if layer < self.num_layers - 1 else out
+            layer_in = self._between_layers(out, layer)
         h = torch.cat([f.h for f in finals])
         return layer_in, State(h) if finals[0].c is None else State(h, torch.cat([f.c for f in finals]))
 
@@ -416,8 +421,7 @@ class Recurrent(nn.Module):
                 outs.append(out)
                 finals.append(out[0] if direction == 1 else out[-1])  # (B, H)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (T, B, D*H)
-            if layer < self.num_layers - 1 and self.dropout > 0 and self.training:
-                layer_in = dropout_impl.dropout(layer_in, self.dropout)
+            layer_in = self._between_layers(layer_in, layer)
         if keep is not None:
             layer_in = layer_in.masked_fill(~keep.unsqueeze(2), 0.0)  # zeros at pads
         return layer_in.transpose(0, 1), State(torch.stack(finals))  # (B, T, D*H), (L*D, B, H)
@@ -447,8 +451,7 @@ class Recurrent(nn.Module):
                 outs.append(out if direction == 0 else _reverse(out, rev))  # (B, T, H)
                 finals.append(final)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, T, D*H)
-            if layer < self.num_layers - 1 and self.dropout > 0 and self.training:
-                layer_in = dropout_impl.dropout(layer_in, self.dropout)
+            layer_in = self._between_layers(layer_in, layer)
         out = layer_in if valid is None else layer_in.masked_fill(~valid.unsqueeze(2), 0.0)  # zeros at pads
         return out, State.stack(finals)
 
