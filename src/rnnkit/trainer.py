@@ -41,54 +41,55 @@ from rnnkit import checkpoint as ckpt
 from rnnkit import distributed
 from rnnkit.distributed import DEVICES, resolve_device  # noqa: F401  (resolve_device re-exported)
 from rnnkit.errors import ConfigError, RnnkitError
+from rnnkit.options import opt, validate
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
 class TrainConfig:
-    max_steps: Optional[int] = None     # stop after this many optimizer steps ...
-    epochs: Optional[float] = None      # ... or after this many passes over the training data
-    batch_size: int = 64                # sequences (or stream lanes) per batch
-    lr: float = 2e-3                    # peak learning rate
-    optimizer: str = "adam"             # adam | adamw | sgd
-    weight_decay: float = 0.0
-    momentum: float = 0.9               # sgd only
-    clip_norm: Optional[float] = 5.0    # clip the global gradient norm; None: no clipping
-    schedule: str = "constant"          # constant | linear | cosine (decay to min_lr_ratio * lr)
-    warmup_steps: int = 0               # linear warm-up from 0
-    min_lr_ratio: float = 0.0
-    eval_every: Optional[int] = None    # evaluate (and checkpoint) every N steps and at the end; None: each epoch
-    save_every: Optional[int] = None    # save last/ every N steps (default: eval_every)
-    patience: Optional[int] = None      # early stop after N evaluations without improvement
-    max_time: Optional[float] = None    # stop (evaluating and saving first) after this many minutes of training
-    seed: int = 0
-    device: str = "auto"                # auto | cpu | cuda | mps (auto: the GPU when CUDA is present, else CPU)
-    precision: str = "fp32"             # fp32 | bf16 | fp16 (autocast; fp16 adds gradient scaling, CUDA only)
-    deterministic: bool = False         # deterministic kernels only (CUDA: some speed lost; CPU: no change)
+    """How to train: every field is an option of every ``rnnkit train`` command (see ``rnnkit.options``)."""
+
+    max_steps: Optional[int] = opt(None, ge=1, help="optimizer steps to train for (instead of --epochs)")
+    epochs: Optional[float] = opt(None, gt=0, help="passes over the training data (instead of --max-steps)")
+    batch_size: int = opt(64, ge=1, help="sequences (or stream lanes) per batch")
+    lr: float = opt(2e-3, gt=0, help="peak learning rate")
+    optimizer: str = opt("adam", choices=("adam", "adamw", "sgd"), help="optimizer")
+    weight_decay: float = opt(0.0, ge=0, help="L2 penalty (decoupled with adamw)")
+    momentum: float = opt(0.9, ge=0, lt=1, help="sgd momentum")
+    clip_norm: Optional[float] = opt(5.0, ge=0, zero_is_none=True,
+                                     help="clip the global gradient norm to this; 0 disables")
+    schedule: str = opt("constant", choices=("constant", "linear", "cosine"),
+                        help="learning-rate schedule (linear and cosine decay to --min-lr-ratio x --lr)")
+    warmup_steps: int = opt(0, ge=0, help="linear warm-up steps from 0")
+    min_lr_ratio: float = opt(0.0, ge=0, le=1, help="linear/cosine schedules decay to this fraction of --lr")
+    eval_every: Optional[int] = opt(None, ge=1, help="evaluate and checkpoint every N steps [once per epoch]")
+    save_every: Optional[int] = opt(None, ge=1, help="save last/ every N steps [= --eval-every]")
+    patience: Optional[int] = opt(None, ge=1, help="early stop after N evaluations without improvement")
+    max_time: Optional[float] = opt(None, gt=0, help="stop after this many minutes (evaluating and saving first)")
+    seed: int = opt(0, ge=0, le=2**63 - 1, help="random seed")
+    device: str = opt("auto", choices=DEVICES,
+                      help="where to train: auto is the GPU (CUDA) when present, else the CPU")
+    precision: str = opt("fp32", choices=PRECISIONS,
+                         help="autocast precision; fp16 (CUDA only) adds gradient scaling")
+    deterministic: bool = opt(False, help="deterministic kernels only (torch.use_deterministic_algorithms, "
+                                          "cuDNN's deterministic mode): slower on CUDA; CPU training is "
+                                          "deterministic already")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def check(self) -> None:
+        """Rules between fields (each field's own bounds are declared above)."""
+        if self.max_steps is not None and self.epochs is not None:
+            raise ConfigError("--max-steps and --epochs both given; give one: the run stops at --max-steps "
+                              "optimizer steps or after --epochs passes over the data")
+        if self.precision == "fp16" and self.device in ("cpu", "mps"):
+            raise ConfigError(f"--precision fp16 needs a CUDA GPU (--device {self.device} given); "
+                              "use bf16 on CPUs, or fp32")
 
     def validate(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in ("constant", "linear", "cosine"):
-            raise ConfigError(f"schedule must be constant, linear or cosine, got {self.schedule!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
-        if (self.eval_every is not None and self.eval_every < 1) or (self.save_every is not None and self.save_every < 1):
-            raise ConfigError("eval_every and save_every must be >= 1")
-        if self.device not in DEVICES:
-            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.precision == "fp16" and self.device in ("cpu", "mps"):
-            raise ConfigError(f"precision fp16 needs a CUDA GPU (device {self.device} given); "
-                              "use bf16 on CPUs, or fp32")
+        validate(self)
 
 
 @contextlib.contextmanager
