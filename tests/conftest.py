@@ -29,3 +29,9 @@ def names_dir(tmp_path):
 
 def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _kernel_cache(tmp_path_factory):
+    """Per-machine kernel choices go to a file of the test run's, not the user's cache."""
+    os.environ.setdefault("RNNKIT_KERNEL_CACHE", str(tmp_path_factory.mktemp("kernels") / "kernels.json"))

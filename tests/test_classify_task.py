@@ -103,7 +103,7 @@ def test_valid_split_out_of_range_is_refused(sentiment, tmp_path, capsys):
     d, _ = sentiment
     assert main(["train", "classify", "--train", str(d / "train.tsv"), "--valid-split", "1",
                  "--out", str(tmp_path / "r"), "--max-steps", "1", *SMALL]) == 2
-    assert "--valid-split must be in [0, 1)" in capsys.readouterr().err
+    assert "--valid-split: 1.0 is not allowed; expected a number >= 0 and < 1" in capsys.readouterr().err
     assert main(["train", "classify", "--train", str(d / "train.tsv"), "--valid-split", "0", "--patience", "2",
                  "--out", str(tmp_path / "r"), "--max-steps", "1", *SMALL]) == 2
     assert "--valid-split 0 holds out none" in capsys.readouterr().err

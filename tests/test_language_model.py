@@ -109,5 +109,5 @@ def test_registry_and_config_errors():
     assert isinstance(m, LanguageModel)
     with pytest.raises(ValueError, match="unknown language_model config fields"):
         build_model("language_model", {"vocab_size": 5, "bogus": 1})
-    with pytest.raises(ValueError, match="tie_weights"):
+    with pytest.raises(ValueError, match="tie-weights"):
         _model(tie_weights=True, embedding_size=5)

@@ -65,10 +65,10 @@ def test_fp16_needs_cuda():
 
 
 def test_device_and_precision_are_checked():
-    with pytest.raises(ConfigError, match="device must be one of"):
-        TrainConfig(device="tpu").validate()
-    with pytest.raises(ConfigError, match="precision must be one of"):
-        TrainConfig(precision="fp8").validate()
+    with pytest.raises(ConfigError, match="device: 'tpu' is not allowed; expected one of auto, cpu, cuda, mps"):
+        TrainConfig(device="tpu")
+    with pytest.raises(ConfigError, match="precision: 'fp8' is not allowed; expected one of fp32, bf16, fp16"):
+        TrainConfig(precision="fp8")
     with pytest.raises(ConfigError, match="device must be one of"):
         resolve_device("gpu")
     assert resolve_device("cpu") == torch.device("cpu")

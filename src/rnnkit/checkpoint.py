@@ -27,6 +27,7 @@ WEIGHTS = "model.safetensors"
 LAST = "last"
 STATE = "state.safetensors"
 METRICS = "metrics.csv"
+KERNELS = "kernels.json"  # per-machine kernel choices that change numbers, re-applied on resume
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:

@@ -29,21 +29,39 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 from typing import Any, Callable, List, NamedTuple, Optional, Protocol, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from rnnkit.errors import ConfigError
+from rnnkit.options import opt, validate
 
 __all__ = [
-    "DecoderState", "Step", "validate_sampling", "filter_logits", "sample", "greedy", "generate",
+    "MAX_BEAM", "Sampling", "DecoderState", "Step", "validate_sampling", "filter_logits", "sample", "greedy", "generate",
     "Hypothesis", "greedy_search", "beam_search",
 ]
 
 # Cumulative probabilities are float32 sums; a token whose preceding mass
 # falls short of top_p by less than this is treated as reaching it.
 _TOP_P_TOLERANCE = 1e-6
+MAX_BEAM = 64  # the widest beam any front end accepts
+
+
+@dataclass
+class Sampling:
+    """How a token is sampled; shared by ``rnnkit generate``, ``translate --sample``, ``chat`` and the
+    server's requests, which take their options and bounds from these declarations."""
+
+    temperature: float = opt(1.0, gt=0, le=100, help="> 0; lower is more conservative")
+    top_k: Optional[int] = opt(None, ge=1, help="sample among the k most likely tokens")
+    top_p: Optional[float] = opt(None, gt=0, le=1,
+                                 help="nucleus sampling: the smallest set of tokens with this probability")
+    seed: Optional[int] = opt(None, ge=0, le=2**63 - 1, help="random seed: the same seed gives the same samples")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 class DecoderState(Protocol):

@@ -214,3 +214,48 @@ def flag_of(cls: type, name: str) -> str:
 def column(value: str) -> Union[int, str]:
     """A column given by 0-based index or by name."""
     return int(value) if value.isdigit() else value
+
+
+def encoding(value: str) -> str:
+    """A text encoding Python knows (``utf-8``, ``latin-1``, ...)."""
+    import codecs
+
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise ValueError(value) from None
+    return value
+
+
+def regex(value: str) -> str:
+    """A regular expression that compiles."""
+    import re
+
+    try:
+        re.compile(value)
+    except re.error:
+        raise ValueError(value) from None
+    return value
+
+
+def fractions(value: str) -> str:
+    """Three comma-separated fractions that sum to 1 (train, validation, test), e.g. ``0.9,0.05,0.05``."""
+    parts = [float(f) for f in value.split(",")]
+    if len(parts) != 3 or any(not math.isfinite(f) or f < 0 for f in parts) or abs(sum(parts) - 1) > 1e-6 \
+            or parts[0] <= 0:
+        raise ValueError(value)
+    return value
+
+
+def check_user_values(cls: type, values: dict[str, Any]) -> None:
+    """Check the user's options of a config whose data-derived fields are not known yet (a model's
+    config before the vocabulary is built): each value against its declaration, then the rules between
+    fields, with every derived field standing at a value no rule refuses."""
+    for name, value in values.items():
+        coerce(find(cls, name), value, source="")
+    probe: dict[str, Any] = {}
+    for o in options(cls):
+        if o.spec.derived and o.default is MISSING:
+            probe[o.name] = 1_000_000  # vocabulary sizes and counts: large enough for any id
+    instance = cls(**probe, **values)
+    del instance

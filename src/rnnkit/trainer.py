@@ -367,11 +367,25 @@ class Trainer:
         with deterministic_kernels(self.config.deterministic):
             return self._fit(resume)
 
+    def _kernel_choices(self, resume: bool) -> None:
+        """Record the per-machine kernel choices that change numbers (``kernels.json``), or on resume
+        re-apply the recorded ones, so a resumed run computes with the kernels it started with."""
+        from rnnkit.nn import onednn
+
+        if self.run_dir is None:
+            return
+        path = self.run_dir / ckpt.KERNELS
+        if resume and path.is_file():
+            onednn.apply_kernel_choices(ckpt.load_json(path))
+        elif self.is_main:
+            ckpt.save_json(path, onednn.kernel_choices())
+
     def _fit(self, resume: bool) -> list[dict[str, Any]]:
         from tqdm import tqdm
 
         cfg = self.config
         world = self.dist.world_size
+        self._kernel_choices(resume)
         torch.manual_seed(cfg.seed + self.dist.rank)  # ranks draw their own dropout masks
         random.seed(cfg.seed + self.dist.rank)
         if resume:

@@ -434,8 +434,8 @@ def _detect_format(paths: list[Path]) -> str:
     fmt = _SUFFIX_FORMATS.get(p.suffix.lower())
     if fmt is None:
         raise ConfigError(
-            f"cannot tell the format of {p} from its suffix; pass a format "
-            f"({', '.join(FORMATS[1:])}), or several files for one file per class"
+            f"cannot tell the format of {p} from its suffix; pass --format "
+            f"({', '.join(FORMATS[1:])}; train and evaluate both take it), or several files for one file per class"
         )
     return fmt
 

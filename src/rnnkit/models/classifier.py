@@ -27,29 +27,42 @@ from torch import Tensor, nn
 
 from rnnkit.models.language_model import LossOutput
 from rnnkit.models._inputs import check_padded, check_word_model, copy_embeddings, drop_words
-from rnnkit.nn import Dropout, Recurrent
+from rnnkit.errors import ConfigError
+from rnnkit.nn import CELL_NAMES, Dropout, Recurrent
+from rnnkit.nn.recurrent import BACKENDS
+from rnnkit.options import opt, validate
 
 POOLINGS = ("last", "mean", "max", "attention")
 
 
 @dataclass
 class ClassifierConfig:
-    vocab_size: int                # read from the data's vocabulary (pads included)
-    num_classes: int               # read from the data's label set
-    embedding_size: int = 128      # size of the token embeddings
-    cell: str = "lstm"             # rnn | lstm | gru
-    hidden_size: int = 128         # units per recurrent layer and direction
-    num_layers: int = 1            # stacked recurrent layers
-    bidirectional: bool = False    # read each sequence both ways; pooled features are 2 * hidden_size
-    dropout: float = 0.0           # on embeddings, between recurrent layers and before the MLP
-    pooling: str = "last"          # last | mean | max | attention (all over real tokens only)
-    mlp_hidden: int = 0            # 0: one linear output layer; > 0: a hidden layer of this size with ReLU
-    freeze_embeddings: bool = False  # keep the embedding fixed (e.g. pretrained vectors)
-    pad_id: int = 0                # the pad token's id; its embedding row is padding_idx
-    word_dropout: float = 0.0      # training only: replace a real token by unk_id with this probability
-    unk_id: int = 1                # the vocabulary's <unk> id (used by word_dropout)
-    backend: str = "fused"         # fused (torch kernels) | reference (rnnkit cells, step by step)
-    ensemble: int = 1              # > 1: this many classifiers, each its own initialisation; mean probabilities
+    vocab_size: int = opt(derived=True, ge=1, help="read from the data's vocabulary (pads included)")
+    num_classes: int = opt(derived=True, ge=2, help="read from the data's label set")
+    embedding_size: int = opt(128, ge=1, help="size of the token embeddings")
+    cell: str = opt("lstm", choices=CELL_NAMES, help="recurrent cell")
+    hidden_size: int = opt(128, flag="hidden", ge=1, help="units per recurrent layer and direction")
+    num_layers: int = opt(1, flag="layers", ge=1, help="stacked recurrent layers")
+    bidirectional: bool = opt(False, help="read each sequence both ways; pooled features are 2 x --hidden")
+    dropout: float = opt(0.0, ge=0, lt=1, help="dropout on embeddings, between recurrent layers and before the MLP")
+    pooling: str = opt("last", choices=POOLINGS, help="how the states become one vector (over real tokens only)")
+    mlp_hidden: int = opt(0, ge=0, help="hidden units of the classifier MLP; 0 for one linear layer")
+    freeze_embeddings: bool = opt(False, help="keep the embedding fixed (e.g. pretrained vectors)")
+    pad_id: int = opt(0, derived=True, ge=0, help="the pad token's id; its embedding row is padding_idx")
+    word_dropout: float = opt(0.0, ge=0, le=1, help="training: replace tokens by <unk> with this probability")
+    unk_id: int = opt(1, derived=True, ge=0, help="the vocabulary's <unk> id (used by word_dropout)")
+    backend: str = opt("fused", choices=BACKENDS, help="fused torch kernels or rnnkit's cells step by step")
+    ensemble: int = opt(1, ge=1, metavar="K", help="train K classifiers side by side from different "
+                                                   "initialisations and predict the mean of their probabilities "
+                                                   "(K times the cost)")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def check(self) -> None:
+        if self.pad_id >= self.vocab_size or self.unk_id >= self.vocab_size:
+            raise ConfigError(f"pad_id {self.pad_id} and unk_id {self.unk_id} must be ids below "
+                              f"vocab_size {self.vocab_size}")
 
 
 class Pooled(NamedTuple):

@@ -16,23 +16,37 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.losses import sequence_nll
-from rnnkit.nn import Dropout, Recurrent, State
+from rnnkit.errors import ConfigError
+from rnnkit.nn import CELL_NAMES, Dropout, Recurrent, State
+from rnnkit.nn.recurrent import BACKENDS
+from rnnkit.options import opt, validate
 from rnnkit.nn.onednn import Linear
 
 
 @dataclass
 class LanguageModelConfig:
-    vocab_size: int                   # read from the data's vocabulary
-    cell: str = "lstm"                # rnn | lstm | gru
-    hidden_size: int = 256            # units per recurrent layer
-    num_layers: int = 2               # stacked recurrent layers
-    embedding_size: Optional[int] = 64  # None: one-hot input (the lecture's form)
-    dropout: float = 0.0              # on embeddings, between layers and before the output layer
-    tie_weights: bool = False         # share the input embedding with the output layer
-    bias: bool = True                 # biases in the cell and the output layer (the lecture has none)
-    num_labels: int = 0               # > 0: condition every step on a class label (one-to-many)
-    label_size: int = 16              # size of the label embedding when num_labels > 0
-    backend: str = "fused"            # fused (torch kernels) | reference (rnnkit cells, step by step)
+    vocab_size: int = opt(derived=True, ge=1, help="read from the data's vocabulary")
+    cell: str = opt("lstm", choices=CELL_NAMES, help="recurrent cell")
+    hidden_size: int = opt(256, flag="hidden", ge=1, help="hidden units per layer")
+    num_layers: int = opt(2, flag="layers", ge=1, help="stacked recurrent layers")
+    embedding_size: Optional[int] = opt(64, ge=1, zero_is_none=True,
+                                        help="input embedding size; 0 for one-hot input (the lecture's form)")
+    dropout: float = opt(0.0, ge=0, lt=1, help="dropout on embeddings, between layers and before the output layer")
+    tie_weights: bool = opt(False, help="share the input embedding with the output layer "
+                                        "(needs --embedding-size equal to --hidden)")
+    bias: bool = opt(True, cli=False, help="biases in the cell and the output layer (the lecture has none)")
+    num_labels: int = opt(0, derived=True, ge=0, help="> 0: condition every step on a class label (one-to-many)")
+    label_size: int = opt(16, cli=False, ge=1, help="size of the label embedding when num_labels > 0")
+    backend: str = opt("fused", choices=BACKENDS, help="fused torch kernels or rnnkit's cells step by step")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def check(self) -> None:
+        if self.tie_weights and self.embedding_size != self.hidden_size:
+            raise ConfigError("--tie-weights needs an input embedding as large as the hidden state: "
+                              f"--embedding-size {self.embedding_size or 0} and --hidden {self.hidden_size} given; "
+                              "make them equal")
 
 
 class LossOutput(NamedTuple):

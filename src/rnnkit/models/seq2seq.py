@@ -39,7 +39,10 @@ from torch import Tensor, nn
 from rnnkit.losses import sequence_nll
 from rnnkit.models._inputs import check_padded
 from rnnkit.models.language_model import LossOutput
-from rnnkit.nn import Dropout, Recurrent, State
+from rnnkit.errors import ConfigError
+from rnnkit.nn import CELL_NAMES, Dropout, Recurrent, State
+from rnnkit.nn.recurrent import BACKENDS
+from rnnkit.options import opt, validate
 from rnnkit.nn.attention import Attention
 from rnnkit.nn.onednn import Linear
 
@@ -50,27 +53,48 @@ BRIDGES = ("copy", "linear", "zero")
 
 @dataclass
 class Seq2SeqConfig:
-    src_vocab_size: int              # read from the source vocabulary
-    tgt_vocab_size: int              # read from the target vocabulary
-    src_pad_id: int = 0
-    tgt_pad_id: int = 0
-    tgt_bos_id: int = 1              # the decoder's first input
-    tgt_eos_id: int = 2              # ends an output
-    cell: str = "lstm"               # lstm | gru | rnn (encoder and decoder)
-    embedding_size: int = 256        # source and target embeddings
-    hidden_size: int = 512           # memory and decoder size (a bidirectional encoder: H/2 per direction)
-    num_layers: int = 1              # encoder layers = decoder layers
-    bidirectional: bool = True       # bidirectional encoder
-    dropout: float = 0.2             # on embeddings, between layers, before the output layer
-    attention: str = "luong"         # none | bahdanau | luong
-    score: str = "general"           # luong score: dot | general
-    input_feeding: bool = False      # luong: feed h~_{t-1} into step t (forces the step loop)
-    bridge: str = "copy"             # copy (encoder final states) | linear (tanh(W s)) | zero
-    teacher_forcing: float = 1.0     # training: probability of feeding the gold previous token
-    label_smoothing: float = 0.0     # training loss only
-    tie_embeddings: bool = False     # output layer shares the target embedding (needs embedding_size == hidden_size)
-    share_embeddings: bool = False   # one embedding for both sides (a shared vocabulary)
-    backend: str = "fused"           # fused (torch kernels) | reference (rnnkit cells)
+    src_vocab_size: int = opt(derived=True, ge=1, help="read from the source vocabulary")
+    tgt_vocab_size: int = opt(derived=True, ge=1, help="read from the target vocabulary")
+    src_pad_id: int = opt(0, derived=True, ge=0)
+    tgt_pad_id: int = opt(0, derived=True, ge=0)
+    tgt_bos_id: int = opt(1, derived=True, ge=0, help="the decoder's first input")
+    tgt_eos_id: int = opt(2, derived=True, ge=0, help="ends an output")
+    cell: str = opt("lstm", choices=CELL_NAMES, help="encoder and decoder cell")
+    embedding_size: int = opt(256, ge=1, help="source and target embedding size")
+    hidden_size: int = opt(512, flag="hidden", ge=1,
+                           help="decoder size = encoder output size (split over directions: even if bidirectional)")
+    num_layers: int = opt(1, flag="layers", ge=1, help="encoder layers = decoder layers")
+    bidirectional: bool = opt(True, help="bidirectional encoder")
+    dropout: float = opt(0.2, ge=0, lt=1, help="dropout on embeddings, between layers, before the output layer")
+    attention: str = opt("luong", choices=ATTENTIONS, help="attention over the encoder states")
+    score: str = opt("general", choices=LUONG_SCORES, help="luong attention score")
+    input_feeding: bool = opt(False, help="luong: feed the last attentional vector into the next step "
+                                          "(forces the step loop)")
+    bridge: str = opt("copy", choices=BRIDGES, help="decoder start from the encoder's final states: copy, "
+                                                    "linear (tanh(W s)) or zero")
+    teacher_forcing: float = opt(1.0, ge=0, le=1, help="training: probability of feeding the gold previous token")
+    label_smoothing: float = opt(0.0, ge=0, lt=1, help="training loss label smoothing")
+    tie_embeddings: bool = opt(False, help="output layer = target embedding (needs --embedding-size = --hidden)")
+    share_embeddings: bool = opt(False, help="one embedding for both sides (with --shared-vocab)")
+    backend: str = opt("fused", choices=BACKENDS, help="fused torch kernels or rnnkit's cells step by step")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def check(self) -> None:
+        if self.input_feeding and self.attention != "luong":
+            raise ConfigError("--input-feeding needs --attention luong (bahdanau feeds its context already)")
+        if self.bidirectional and self.hidden_size % 2:
+            raise ConfigError(f"--hidden {self.hidden_size}: a bidirectional encoder splits it between its "
+                              "two directions, so it must be even (or pass --no-bidirectional)")
+        if self.tie_embeddings and self.embedding_size != self.hidden_size:
+            raise ConfigError(f"--tie-embeddings needs --embedding-size equal to --hidden; got "
+                              f"{self.embedding_size} and {self.hidden_size}")
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ConfigError("--share-embeddings needs one shared vocabulary: pass --shared-vocab")
+        for name in ("tgt_pad_id", "tgt_bos_id", "tgt_eos_id"):
+            if getattr(self, name) >= self.tgt_vocab_size:
+                raise ConfigError(f"{name} must be a target id below {self.tgt_vocab_size}, got {getattr(self, name)}")
 
 
 class Seq2SeqState(NamedTuple):

@@ -26,7 +26,9 @@ from torch import Tensor, nn
 
 from rnnkit.losses import sequence_nll
 from rnnkit.models.language_model import LossOutput
-from rnnkit.nn import CRF, Dropout, Recurrent
+from rnnkit.nn import CELL_NAMES, CRF, Dropout, Recurrent
+from rnnkit.nn.recurrent import BACKENDS
+from rnnkit.options import opt, validate
 from rnnkit.models._inputs import INT_DTYPES as _INT_DTYPES, check_padded, check_word_model, copy_embeddings, drop_words
 from rnnkit.nn.onednn import Linear
 
@@ -35,25 +37,33 @@ CHAR_ENCODERS = ("none", "lstm", "cnn")
 
 @dataclass
 class TaggerConfig:
-    vocab_size: int                 # read from the data's word vocabulary (pads included)
-    num_tags: int                   # read from the data's tag set
-    embedding_size: int = 100       # size of the word embeddings
-    char_vocab_size: int = 0        # read from the data's character vocabulary; 0: no character encoder
-    char_encoder: str = "none"      # none | lstm (BiLSTM final states) | cnn (width-3 filters, max over chars)
-    char_embedding_size: int = 25   # size of the character embeddings
-    char_hidden_size: int = 25      # lstm: units per direction (2x per word); cnn: number of filters
-    char_pad_id: int = 0            # the character pad id inside a word's (B, T, W) row (tag_batch's char_pad_id)
-    cell: str = "lstm"              # rnn | lstm | gru for the word-level encoder
-    hidden_size: int = 128          # units per recurrent layer and direction
-    num_layers: int = 1             # stacked recurrent layers
-    bidirectional: bool = True      # read each sentence both ways; features are 2 * hidden_size
-    dropout: float = 0.0            # on the word representation, between recurrent layers, on recurrent outputs
-    crf: bool = False               # a linear-chain CRF on top (sentence NLL, Viterbi) instead of per-token softmax
-    word_dropout: float = 0.0       # training only: replace a word by unk_id with this probability (chars stay),
-                                    # so the model learns to read unseen words from their spelling
-    unk_id: int = 1                 # the word vocabulary's <unk> id (used by word_dropout)
-    pad_id: int = 0                 # the word pad id; its embedding row is padding_idx
-    backend: str = "fused"          # fused (torch kernels) | reference (rnnkit cells, step by step)
+    vocab_size: int = opt(derived=True, ge=1, help="read from the data's word vocabulary (pads included)")
+    num_tags: int = opt(derived=True, ge=1, help="read from the data's tag set")
+    embedding_size: int = opt(100, ge=1, help="size of the word embeddings")
+    char_vocab_size: int = opt(0, derived=True, ge=0, help="read from the data's character vocabulary; "
+                                                           "0: no character encoder")
+    char_encoder: str = opt("none", choices=CHAR_ENCODERS,
+                            help="character-level word encoder: lstm (BiLSTM final states) or cnn "
+                                 "(width-3 filters, max over characters)")
+    char_embedding_size: int = opt(25, ge=1, help="size of the character embeddings")
+    char_hidden_size: int = opt(25, flag="char-hidden", ge=1,
+                                help="char LSTM units per direction (2x per word), or CNN filters")
+    char_pad_id: int = opt(0, derived=True, ge=0, help="the character pad id inside a word's (B, T, W) row")
+    cell: str = opt("lstm", choices=CELL_NAMES, help="recurrent cell of the word-level encoder")
+    hidden_size: int = opt(128, flag="hidden", ge=1, help="units per recurrent layer and direction")
+    num_layers: int = opt(1, flag="layers", ge=1, help="stacked recurrent layers")
+    bidirectional: bool = opt(True, help="read each sentence both ways; features are 2 x --hidden")
+    dropout: float = opt(0.0, ge=0, lt=1, help="dropout on the word representation, between recurrent layers "
+                                               "and on recurrent outputs")
+    crf: bool = opt(False, help="a linear-chain CRF on top (sentence NLL, Viterbi) instead of per-token softmax")
+    word_dropout: float = opt(0.0, ge=0, le=1, help="training: replace words by <unk> with this probability "
+                                                    "(characters stay), so spelling is learned")
+    unk_id: int = opt(1, derived=True, ge=0, help="the word vocabulary's <unk> id (used by word_dropout)")
+    pad_id: int = opt(0, derived=True, ge=0, help="the word pad id; its embedding row is padding_idx")
+    backend: str = opt("fused", choices=BACKENDS, help="fused torch kernels or rnnkit's cells step by step")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 class Tagger(nn.Module):

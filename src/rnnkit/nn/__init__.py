@@ -6,4 +6,6 @@ from rnnkit.nn.crf import CRF
 from rnnkit.nn.attention import Attention
 from rnnkit.nn.dropout import Dropout
 
-__all__ = ["State", "RNNCell", "LSTMCell", "GRUCell", "make_cell", "Recurrent", "CRF", "Attention", "Dropout"]
+CELL_NAMES = ("rnn", "lstm", "gru")  # the cells a model config may name (``--cell``)
+
+__all__ = ["State", "RNNCell", "LSTMCell", "GRUCell", "make_cell", "Recurrent", "CRF", "Attention", "Dropout", "CELL_NAMES"]

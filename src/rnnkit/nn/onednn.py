@@ -11,8 +11,8 @@ half of a training step.
 
 oneDNN's matmul is reached through ``torch.ops.mkldnn._linear_pointwise``, an op
 internal to torch (there for its compiler's CPU backend); it is used only after a
-check, once per process, that it exists and computes what it should, and that it is
-faster than ``torch.mm`` on this machine (``onednn_is_faster``).
+check, once per process, that it exists and computes what it should, and only where it is
+faster than ``torch.mm`` on this machine, a choice made once per machine (``onednn_is_faster``).
 """
 from __future__ import annotations
 
@@ -55,40 +55,130 @@ def onednn_linear_op():
 
 
 _FASTER: Optional[bool] = None  # see onednn_is_faster()
+CACHE_ENV = "RNNKIT_KERNEL_CACHE"  # file of the kernel choices timed on this machine (default: the user's cache)
 
 
 def onednn_is_faster() -> bool:
-    """Whether oneDNN's matmul beats ``torch.mm`` on this machine, measured once per process.
+    """Whether float32 CPU matmuls go to oneDNN (True) or to ``torch.mm``/MKL (False) in this process.
 
     Which library is faster depends on the CPU (here, an AMD EPYC: MKL's sgemm takes its
-    AVX2 code and oneDNN runs about 1.8x faster; on other CPUs MKL may win), so the
-    choice is timed on one product of the size of an output layer's (a few ms, once).
-    ``RNNKIT_ONEDNN_MATMUL=1`` or ``=0`` decides without timing.
+    AVX2 code and oneDNN runs about 1.8x faster; on other CPUs MKL may win), and the two
+    round differently, so the choice changes a model's numbers in the last bits.  It is
+    therefore made once per machine, not per process: in order,
+
+    * :func:`set_onednn_matmul` (a resumed run re-applies the choice it recorded),
+    * ``RNNKIT_ONEDNN_MATMUL=1`` or ``=0``,
+    * the choice recorded for this machine (CPU model, torch version, thread count) in
+      ``$RNNKIT_KERNEL_CACHE`` (default ``~/.cache/rnnkit/kernels.json``), timed and
+      written there the first time, under a file lock, so that two processes started
+      together agree.  A timing on a busy machine may pick the slower library, but every
+      later run on the machine picks the same one; delete the file to time again.
     """
     global _FASTER
     if _FASTER is None:
         forced = os.environ.get("RNNKIT_ONEDNN_MATMUL")
-        op = onednn_linear_op()
-        if op is None or forced == "0":
+        if onednn_linear_op() is None or forced == "0":
             _FASTER = False
         elif forced == "1":
             _FASTER = True
         else:
-            g = torch.Generator().manual_seed(0)
-            x, w = torch.randn(256, 512, generator=g), torch.randn(2048, 512, generator=g)
-            wt = w.t()
-
-            def best(fn) -> float:
-                fn()  # warm up
-                times = []
-                for _ in range(3):
-                    t = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - t)
-                return min(times)
-
-            _FASTER = best(lambda: op(x, w, None, "none", [], "")) < 0.9 * best(lambda: torch.mm(x, wt))
+            _FASTER = _machine_choice()
     return _FASTER
+
+
+def set_onednn_matmul(use: Optional[bool]) -> None:
+    """Send large float32 CPU matmuls to oneDNN (True) or MKL (False) in this process; None: this
+    machine's recorded choice again.  True is ignored where oneDNN's matmul is unavailable."""
+    global _FASTER
+    _FASTER = None if use is None else bool(use) and onednn_linear_op() is not None
+
+
+def kernel_choices() -> dict[str, bool]:
+    """The per-machine kernel choices in force, as a run folder records them."""
+    return {"onednn_matmul": onednn_is_faster()}
+
+
+def apply_kernel_choices(choices: dict) -> None:
+    """Re-apply choices recorded by :func:`kernel_choices` (unknown keys are ignored)."""
+    if "onednn_matmul" in choices:
+        set_onednn_matmul(choices["onednn_matmul"])
+
+
+def _machine_key() -> str:
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def _cache_path() -> str:
+    default = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rnnkit",
+                           "kernels.json")
+    return os.environ.get(CACHE_ENV) or default
+
+
+def _machine_choice() -> bool:
+    """This machine's recorded choice, timed and recorded the first time (see ``onednn_is_faster``)."""
+    import json
+
+    path = _cache_path()
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        lock = open(path + ".lock", "a+")
+    except OSError:
+        return _time_choice()  # nowhere to record it: this process times alone
+    with lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        try:
+            with open(path, encoding="utf-8") as f:
+                recorded = json.load(f)
+            if not isinstance(recorded, dict):
+                recorded = {}
+        except (OSError, ValueError):
+            recorded = {}
+        key = _machine_key()
+        entry = recorded.get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("onednn_matmul"), bool):
+            return entry["onednn_matmul"]
+        choice = _time_choice()
+        recorded[key] = {"onednn_matmul": choice}
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(recorded, f, indent=1)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        return choice
+
+
+def _time_choice() -> bool:
+    """Time oneDNN's matmul against ``torch.mm`` on a product the size of an output layer's (a few ms)."""
+    op = onednn_linear_op()
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(256, 512, generator=g), torch.randn(2048, 512, generator=g)
+    wt = w.t()
+
+    def best(fn) -> float:
+        fn()  # warm up
+        times = []
+        for _ in range(7):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return sorted(times)[1]  # the second best: one lucky call does not decide
+
+    return best(lambda: op(x, w, None, "none", [], "")) < 0.9 * best(lambda: torch.mm(x, wt))
 
 
 def uses_onednn(x: Tensor, macs: int) -> bool:
@@ -161,4 +251,5 @@ class Linear(nn.Linear):
         return uses_onednn(x, x.numel() * self.out_features)
 
 
-__all__ = ["Linear", "linear", "onednn_linear_op", "onednn_is_faster", "uses_onednn", "ONEDNN_MIN_MACS"]
+__all__ = ["Linear", "linear", "onednn_linear_op", "onednn_is_faster", "set_onednn_matmul", "kernel_choices",
+           "apply_kernel_choices", "uses_onednn", "ONEDNN_MIN_MACS"]

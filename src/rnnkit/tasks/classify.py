@@ -7,6 +7,7 @@ with one run folder per fold and the mean and standard deviation reported.
 """
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -20,9 +21,11 @@ from rnnkit import checkpoint as ckpt
 from rnnkit.batching import SequenceBatches, classify_batch
 from rnnkit.data import Example, read_classification, stratified_kfold, stratified_split
 from rnnkit.errors import ConfigError, DataError
+from rnnkit.options import column, encoding, opt, regex, validate
 from rnnkit.metrics import ClassificationMetrics
 from rnnkit.models import Classifier, ClassifierConfig
-from rnnkit.tasks.runs import load_pretrained, main_log, model_device, on_main, open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import load_pretrained, main_log, model_device, on_main, open_run, prepare_run_dir, run_config, \
+    start_run
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -32,24 +35,42 @@ PAD, UNK = "<pad>", "<unk>"
 
 @dataclass
 class ClassifyDataConfig:
-    train: Optional[str] = None        # file, list of class files, or folder (see rnnkit.data.read_classification)
-    valid: Optional[str] = None        # validation file; else a stratified split of train
-    test: Optional[str] = None         # test file scored once with the best weights
-    valid_split: float = 0.1           # fraction of train held out for validation (no --valid); 0: none
-    test_split: float = 0.0            # fraction of train held out for testing (no --test)
-    folds: int = 0                     # > 1: stratified k-fold cross-validation
-    format: str = "auto"               # auto | tsv | csv | jsonl | files | folder
-    text_column: Any = None            # column index or header name (tsv/csv) or field (jsonl) [0 / "text"]
-    label_column: Any = None           # [1 / "label"]
-    header: Optional[bool] = None      # None: detect
-    encoding: str = "utf-8"
-    tokenizer: str = "word"            # char | word | bpe
-    lower: bool = False
-    pattern: Optional[str] = None      # word tokenizer regex
-    bpe_vocab_size: int = 8000
-    min_freq: int = 1                  # rarer training tokens become <unk>
-    max_vocab: Optional[int] = None    # keep the most frequent tokens only
-    embeddings: Optional[str] = None   # GloVe / word2vec text file of pretrained vectors
+    train: Optional[str] = opt(None, help="labelled TSV/CSV/JSONL file, class files joined by commas, or a folder "
+                                          "(one file or sub-folder per class)")
+    valid: Optional[str] = opt(None, help="validation file (else --valid-split of --train)")
+    test: Optional[str] = opt(None, help="test file, scored once with the best weights")
+    valid_split: float = opt(0.1, ge=0, lt=1, help="stratified fraction of --train for validation; 0: none, "
+                                                   "train every epoch and keep the last weights")
+    test_split: float = opt(0.0, ge=0, lt=1, help="stratified fraction of --train held out as test")
+    folds: int = opt(0, ge=0, help="k-fold cross-validation on --train (k >= 2, e.g. 10); 0: none")
+    format: str = opt("auto", choices=("auto", "tsv", "csv", "jsonl", "files", "folder"),
+                      help="how --train and the other files are laid out (auto: by suffix)")
+    text_column: Any = opt(None, parse=column, help="text column: index or header name, or JSONL field "
+                                                    "[0 or text]")
+    label_column: Any = opt(None, parse=column, help="label column: index or header name, or JSONL field "
+                                                     "[1 or label]")
+    header: Optional[bool] = opt(None, help="the file has a header row [detect]")
+    encoding: str = opt("utf-8", parse=encoding, help="text encoding")
+    tokenizer: str = opt("word", choices=("char", "word", "bpe"), help="token kind")
+    lower: bool = opt(False, help="lower-case the text")
+    pattern: Optional[str] = opt(None, parse=regex, help="regex whose matches are the word tokens")
+    bpe_vocab_size: int = opt(8000, ge=1, help="BPE vocabulary size")
+    min_freq: int = opt(1, ge=1, help="rarer training tokens become <unk>")
+    max_vocab: Optional[int] = opt(None, ge=1, help="keep only the most frequent tokens")
+    embeddings: Optional[str] = opt(None, help="pretrained vectors (GloVe / word2vec text format)")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def check(self) -> None:
+        if self.folds == 1:
+            raise ConfigError("--folds: 1 is not allowed; expected 0 (no cross-validation) or k >= 2 folds")
+        if self.folds and (self.valid or self.test):
+            raise ConfigError("--folds splits --train into its own validation folds: drop --valid and --test, "
+                              "or drop --folds")
+        if self.valid_split + self.test_split >= 1:
+            raise ConfigError(f"--valid-split {self.valid_split} and --test-split {self.test_split} leave no "
+                              "training data; their sum must be below 1")
 
 
 def _read(path: str, cfg: ClassifyDataConfig, log) -> list[Example]:
@@ -119,6 +140,7 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
                tr: list[Example], va: list[Example], te: list[Example], *, resume: bool, overwrite: bool,
                progress: bool, log, extra_config: Optional[dict] = None) -> dict[str, Any]:
     """Train one classifier on the given splits into ``out``; returns the test (or validation) metrics."""
+    resume = start_run(out, resume, overwrite, log)
     tokenizer = _make_tokenizer(data)
     if resume:
         tokenizer = tokenizer_from_config(ckpt.load_json(out / "tokenizer.json"))
@@ -149,7 +171,7 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
     model = Classifier(mcfg)
     config = run_config("classify", "classifier", model=mcfg, data=data, train=train, labels=labels,
                         **(extra_config or {}))
-    prepare_run_dir(out, config, resume, overwrite)
+    prepare_run_dir(out, config, resume, overwrite, log)
     if not resume:
         on_main(_save_vocab_and_tokenizer, out, vocab, tokenizer.to_config())
     if data.embeddings and not resume:
@@ -310,10 +332,34 @@ def predict_with(model: Classifier, encoder: Encoder, labels: Sequence[str], tex
     return out  # type: ignore[return-value]
 
 
-def evaluate(run: str | Path, data_path: str, encoding: Optional[str] = None) -> dict[str, Any]:
+def predict_text(run: str | Path, text: str, *, fmt: str = "text", path: Optional[str] = None,
+                 encoding: str = "utf-8", as_json: bool = False, warn: Callable[[str], None] = print) -> str:
+    """What ``rnnkit predict`` prints for a classifier run: per line of ``text``, its label and class
+    probabilities (or one JSON object).  An empty line still gets a label (the model's answer to no
+    words), and ``warn`` says which lines were empty."""
+    if fmt != "text":
+        raise ConfigError("--format conllu applies to tagger runs; a classifier reads one text per line")
+    lines = text.splitlines()
+    empty = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+    if empty:
+        warn(f"{len(empty)} empty input line(s) (first: line {empty[0]}) were labelled from no words")
+    out = []
+    for row in predict(run, lines):
+        if as_json:
+            out.append(json.dumps(row, ensure_ascii=False))
+        else:
+            out.append(f"{row['label']}\t" + " ".join(f"{k}={v:.3f}" for k, v in row["probs"].items()))
+    return "".join(line + "\n" for line in out)
+
+
+def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
+             format: Optional[str] = None) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class scores of a trained run on a labelled file."""
+    if not data_path:
+        raise ConfigError("give --data: a labelled file to evaluate on")
     config, model, enc = load_run(run)
-    data = ClassifyDataConfig(**{**config["data"], **({"encoding": encoding} if encoding else {})})
+    data = ClassifyDataConfig(**{**config["data"], **({"encoding": encoding} if encoding else {}),
+                                 **({"format": format} if format else {})})
     examples = _read(data_path, data, lambda s: print(s, file=sys.stderr))
     labels = config["labels"]
     _check_labels(examples, labels)

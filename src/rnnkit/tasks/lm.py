@@ -18,12 +18,13 @@ import torch
 
 from rnnkit.batching import SequenceBatches, StreamBatches, lm_batch
 from rnnkit.data import bundled_path, read_text, split_text
-from rnnkit.decoding import generate as generate_ids, validate_sampling
+from rnnkit.decoding import Sampling, generate as generate_ids, validate_sampling
 from rnnkit.errors import ConfigError, DataError
+from rnnkit.options import encoding, opt, validate
 from rnnkit.metrics import TokenNLL
 from rnnkit.models import LanguageModel, LanguageModelConfig
 from rnnkit import distributed
-from rnnkit.tasks.runs import main_log, model_device, on_main, open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import main_log, model_device, on_main, open_run, prepare_run_dir, run_config, start_run
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -33,13 +34,38 @@ PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 
 @dataclass
 class LMDataConfig:
-    path: Optional[str] = None         # text file, or a folder of <label>.txt files; None: bundled Tiny Shakespeare
-    encoding: str = "utf-8"
-    valid_fraction: float = 0.1        # the last fraction of the text (or of each label's lines) is validation
-    tokenizer: str = "char"            # char | word
-    lower: bool = False                # lower-case before tokenising
-    seq_len: int = 128                 # truncated-BPTT window (stream data)
-    min_freq: int = 1                  # tokens rarer than this in training become <unk>
+    path: Optional[str] = opt(None, flag="data", metavar="PATH",
+                              help="text file, or folder of <label>.txt files [bundled Tiny Shakespeare]")
+    encoding: str = opt("utf-8", parse=encoding, help="text encoding of the data")
+    valid_fraction: float = opt(0.1, ge=0, lt=1, help="held-out fraction: the end of the text "
+                                                      "(or of each label's lines)")
+    tokenizer: str = opt("char", choices=("char", "word"), help="character or word tokens")
+    lower: bool = opt(False, help="lower-case the text before tokenising")
+    seq_len: int = opt(128, ge=1, help="truncated-BPTT window in tokens (stream data)")
+    min_freq: int = opt(1, ge=1, help="tokens rarer than this in training become <unk>")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass
+class LMRunOptions:
+    """What ``rnnkit train lm`` does after training (not part of the run's configuration)."""
+
+    sample_length: int = opt(300, ge=0, le=100_000, help="tokens to sample at the end; 0: none")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+@dataclass
+class GenerateOptions(Sampling):
+    """What ``rnnkit generate`` and ``POST /api/generate`` take (besides the run)."""
+
+    prime: Optional[str] = opt(None, help="text to start from [the run's default start]")
+    length: int = opt(300, ge=1, le=100_000, help="tokens to generate")
+    num_samples: int = opt(1, ge=1, le=1024, help="samples, drawn in one batch")
+    label: Optional[str] = opt(None, help="class label to generate for (label-conditioned models)")
 
 
 def _tokenizer(cfg: LMDataConfig):
@@ -141,6 +167,7 @@ def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, tr
     """Train a language model into run folder ``out``; returns the final validation metrics."""
     out = Path(out)
     log = main_log(log)
+    resume = start_run(out, resume, overwrite, log)
     prep = _Prepared(data, train, log, vocab=Vocab.load(out / "vocab.json") if resume else None)
     log(prep.summary)
     mcfg = LanguageModelConfig(vocab_size=len(prep.vocab), num_labels=len(prep.labels), **model_opts)
@@ -148,7 +175,7 @@ def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, tr
     model = LanguageModel(mcfg)
     config = run_config("lm", "language_model", model=mcfg, data=data, train=train,
                         labels=prep.labels)
-    prepare_run_dir(out, config, resume, overwrite)
+    prepare_run_dir(out, config, resume, overwrite, log)
     if not resume:
         on_main(prep.vocab.save, out / "vocab.json")
     n_params = sum(p.numel() for p in model.parameters())
@@ -209,10 +236,13 @@ def label_index(config: dict[str, Any], label: Optional[str], say: dict[str, str
     return None
 
 
-def generate(run: str | Path, *, prime: str = "", length: int = 200, temperature: float = 1.0,
+def generate(run: str | Path, *, prime: Optional[str] = None, length: int = 200, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
              num_samples: int = 1, label: Optional[str] = None) -> list[str]:
-    """Sample ``num_samples`` continuations of ``prime`` (in one batch) from a trained run."""
+    """Sample ``num_samples`` continuations of ``prime`` (in one batch) from a trained run; with no
+    ``prime``, from the start of a line (a label-conditioned model: from its start token)."""
+    if prime is None:
+        prime = "" if label else "\n"
     validate_sampling(temperature, top_k, top_p)
     if length < 1 or num_samples < 1:
         raise ConfigError("length and num_samples must be >= 1")

@@ -59,20 +59,56 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool = False) -> None:
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a run with a completed checkpoint (what ``--resume`` continues)."""
+    return (Path(run_dir) / ckpt.LAST / ckpt.STATE).is_file()
+
+
+def start_run(run_dir: str | Path, resume: bool, overwrite: bool, log: Callable[[str], None]) -> bool:
+    """How a train command treats ``run_dir``; returns whether it resumes.
+
+    A folder with no completed checkpoint is not yet a run: ``--resume`` on it starts
+    from the beginning (and says so), as does a plain rerun (``prepare_run_dir``
+    replaces it).  Resuming removes temporary files a kill left behind mid-write.
+    """
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite contradict each other: --resume continues the run in "
+                          f"{run_dir}, --overwrite replaces it; give one")
+    if not resume:
+        return False
+    if has_checkpoint(run_dir):
+        stale = [p for d in (run_dir, run_dir / ckpt.LAST) for p in d.glob(".*.tmp")]
+        for p in stale:
+            p.unlink(missing_ok=True)
+        if stale:
+            log(f"removed {len(stale)} unfinished file(s) an interrupted write left in {run_dir}")
+        return True
+    if (run_dir / ckpt.CONFIG).exists():
+        log(f"--resume: {run_dir} has no completed checkpoint (it stopped before its first); "
+            "starting it from the beginning")
+    else:
+        log(f"--resume: {run_dir} holds no run yet; starting a new one")
+    return False
+
+
+def prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool = False,
+                    log: Callable[[str], None] = print) -> None:
     """Create a fresh run folder, or check that ``config`` matches the one being resumed.
 
-    An existing run is replaced only when ``overwrite`` says so.  Under torchrun
-    rank 0 does it and every rank gets its verdict.  The device is not part of
-    a run's identity: a run may be resumed on another device.
+    An existing run (one with a completed checkpoint) is replaced only when
+    ``overwrite`` says so; a folder left by a run that stopped before its first
+    checkpoint is replaced, with a word.  Under torchrun rank 0 does it and every
+    rank gets its verdict.  The device is not part of a run's identity: a run may
+    be resumed on another device.
     """
-    distributed.on_main(_prepare_run_dir, run_dir, config, resume, overwrite)
+    distributed.on_main(_prepare_run_dir, run_dir, config, resume, overwrite, log)
 
 
-def _prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool) -> None:
+def _prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, overwrite: bool, log) -> None:
     cfg_path = run_dir / ckpt.CONFIG
     if resume:
-        if not (run_dir / ckpt.LAST / ckpt.STATE).is_file():
+        if not has_checkpoint(run_dir):
             raise CheckpointError(f"cannot resume: {run_dir / ckpt.LAST / ckpt.STATE} does not exist")
         saved = ckpt.load_json(cfg_path)
         saved_train = saved.setdefault("train", {})
@@ -83,13 +119,16 @@ def _prepare_run_dir(run_dir: Path, config: dict[str, Any], resume: bool, overwr
             raise ConfigError(f"cannot resume {run_dir}: the configuration differs in "
                               + "; ".join(diff) + ". Resume with the same options, or start a new --out folder.")
         return
+    if cfg_path.exists() and not overwrite and not has_checkpoint(run_dir):
+        log(f"{run_dir} holds a run that stopped before its first checkpoint; starting it afresh")
+        overwrite = True
     if cfg_path.exists() and overwrite:
         import shutil
 
         shutil.rmtree(run_dir)
     if cfg_path.exists():
-        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, "
-                          "or choose another --out folder")
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to replace "
+                          "it, or choose another --out folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt.save_json(cfg_path, config)
 
@@ -103,10 +142,10 @@ def run_config(task: str, model_name: str, **parts: Any) -> dict[str, Any]:
 
 def open_run(run_dir: str | Path, vocab_names: tuple[str, ...] = ("vocab",)):
     """Rebuild a trained model from its folder alone: (config, model in eval mode, vocabs)."""
+    from rnnkit.tasks import read_config
+
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: no such run folder")
-    config = ckpt.load_json(run_dir / ckpt.CONFIG)
+    config = read_config(run_dir)
     try:
         model = build_model(config["model_name"], config["model"])
     except (KeyError, TypeError, ValueError) as e:

@@ -23,11 +23,12 @@ import torch
 from rnnkit import checkpoint as ckpt
 from rnnkit.batching import SequenceBatches, seq2seq_batch
 from rnnkit.data import Pair, filter_by_length, read_cmudict, read_parallel, read_parallel_tsv, split_items
-from rnnkit.decoding import beam_search, greedy_search, generate
+from rnnkit.decoding import MAX_BEAM, Sampling, beam_search, greedy_search, generate
+from rnnkit.options import encoding, fractions, opt, validate
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import ErrorRates, TokenNLL, TranslationMetrics
 from rnnkit.models import Seq2Seq, Seq2SeqConfig
-from rnnkit.tasks.runs import fit_best, main_log, model_device, on_main, open_run, prepare_run_dir, run_config
+from rnnkit.tasks.runs import fit_best, main_log, model_device, on_main, open_run, prepare_run_dir, run_config, start_run
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -35,34 +36,75 @@ from rnnkit.vocab import Vocab
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 
 
+TOKENIZERS = ("char", "word", "bpe")
+
+
 @dataclass
 class Seq2SeqDataConfig:
-    train: Optional[str] = None        # TSV file (source<TAB>target), or the CMUdict file with format cmudict
-    valid: Optional[str] = None        # TSV validation file
-    test: Optional[str] = None         # TSV test file
-    train_src: Optional[str] = None    # or two line-aligned files per split
-    train_tgt: Optional[str] = None
-    valid_src: Optional[str] = None
-    valid_tgt: Optional[str] = None
-    test_src: Optional[str] = None
-    test_tgt: Optional[str] = None
-    format: str = "auto"               # auto | parallel | tsv | cmudict
-    split: str = "0.9,0.05,0.05"       # cmudict: train/valid/test fractions of the distinct words
-    split_seed: int = 0
-    encoding: str = "utf-8"
-    tokenizer: str = "word"            # char | word | bpe, both sides (cmudict: char -> phones)
-    src_tokenizer: Optional[str] = None  # override per side
-    tgt_tokenizer: Optional[str] = None
-    lower: bool = False
-    bpe_vocab_size: int = 8000
-    shared_vocab: bool = False         # one vocabulary (and one BPE model) for both sides
-    min_freq: int = 1                  # rarer training tokens become <unk>
-    max_src_len: Optional[int] = None  # drop longer training pairs (reported)
-    max_tgt_len: Optional[int] = None
-    beam: int = 5                      # test-set decoding
-    length_penalty: float = 1.0
-    max_len_ratio: float = 2.0         # output limit: ceil(ratio * source length) + max_len_extra
-    max_len_extra: int = 10
+    train: Optional[str] = opt(None, help="a TSV file (source<TAB>target), or the cmudict.dict file "
+                                          "(instead of --train-src/--train-tgt)")
+    valid: Optional[str] = opt(None, help="TSV validation file")
+    test: Optional[str] = opt(None, help="TSV test file")
+    train_src: Optional[str] = opt(None, help="training source file (one sentence per line)")
+    train_tgt: Optional[str] = opt(None, help="training target file, line-aligned with --train-src")
+    valid_src: Optional[str] = opt(None, help="validation source file (early stopping on BLEU / WER)")
+    valid_tgt: Optional[str] = opt(None, help="validation target file")
+    test_src: Optional[str] = opt(None, help="test source file, decoded once with the best weights and --beam")
+    test_tgt: Optional[str] = opt(None, help="test target file")
+    format: str = opt("auto", choices=("auto", "parallel", "tsv", "cmudict"), help="how the data is laid out")
+    split: str = opt("0.9,0.05,0.05", parse=fractions,
+                     help="cmudict: train,valid,test fractions of the distinct words")
+    split_seed: int = opt(0, ge=0, help="cmudict: seed of the split")
+    encoding: str = opt("utf-8", parse=encoding, help="text encoding")
+    tokenizer: str = opt("word", choices=TOKENIZERS, help="both sides [cmudict: char -> phones]")
+    src_tokenizer: Optional[str] = opt(None, choices=TOKENIZERS, help="source side only")
+    tgt_tokenizer: Optional[str] = opt(None, choices=TOKENIZERS, help="target side only")
+    lower: bool = opt(False, help="lower-case both sides")
+    bpe_vocab_size: int = opt(8000, ge=1, help="BPE merges per side (or shared)")
+    shared_vocab: bool = opt(False, help="one vocabulary (and one BPE model) for both sides")
+    min_freq: int = opt(1, ge=1, help="rarer training tokens become <unk>")
+    max_src_len: Optional[int] = opt(250, ge=1, zero_is_none=True,
+                                     help="drop training pairs with longer sources, in tokens (counted and "
+                                          "reported); 0: no limit")
+    max_tgt_len: Optional[int] = opt(250, ge=1, zero_is_none=True,
+                                     help="drop training pairs with longer targets (reported); 0: no limit")
+    beam: int = opt(5, ge=1, le=MAX_BEAM, help="beam size for the test set, translate and evaluate; 1 is greedy")
+    length_penalty: float = opt(1.0, ge=0, le=10, help="GNMT length penalty alpha; 0 for raw log-probability")
+    max_len_ratio: float = opt(2.0, gt=0, le=100, help="output limit: ratio x source length + --max-len-extra")
+    max_len_extra: int = opt(10, ge=0, le=10_000, help="output limit: tokens beyond the ratio")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def check(self) -> None:
+        if self.train and (self.train_src or self.train_tgt):
+            raise ConfigError("give either --train (one TSV or cmudict file) or --train-src and --train-tgt, "
+                              "not both")
+        for name in ("train", "valid", "test"):
+            if bool(getattr(self, f"{name}_src")) != bool(getattr(self, f"{name}_tgt")):
+                raise ConfigError(f"give both --{name}-src and --{name}-tgt (line-aligned files)")
+
+
+@dataclass
+class DecodeOptions(Sampling):
+    """How ``rnnkit translate``, ``chat`` and ``POST /api/translate`` decode (besides the run)."""
+
+    beam: Optional[int] = opt(None, ge=1, le=MAX_BEAM, help="beam size; 1 is greedy [the run's]")
+    length_penalty: Optional[float] = opt(None, ge=0, le=10, help="GNMT length penalty alpha [the run's]")
+    sample: bool = opt(False, help="sample instead of searching (with --temperature, --top-k, --top-p)")
+    n_best: int = opt(1, ge=1, le=MAX_BEAM, help="the N best hypotheses, with scores (<= --beam)")
+    max_src_tokens: int = opt(1000, ge=1, le=1_000_000,
+                              help="cut longer source texts to this many tokens (each cut is reported)")
+
+    def check(self) -> None:
+        if self.sample and self.beam is not None and self.beam > 1:
+            raise ConfigError(f"--sample and --beam {self.beam} both given: sampling draws one token at a time "
+                              "and has no beam; drop one of them")
+        if self.sample and self.n_best > 1:
+            raise ConfigError("--n-best needs a beam search; with --sample draw several times with other --seed")
+        if self.beam is not None and self.n_best > self.beam:
+            raise ConfigError(f"--n-best {self.n_best} exceeds --beam {self.beam}: a beam keeps that many "
+                              "hypotheses at most")
 
 
 @dataclass
@@ -283,6 +325,7 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
     """Train a seq2seq model into run folder ``out``; returns the test (or validation) metrics."""
     out = Path(out)
     log = main_log(log)
+    resume = start_run(out, resume, overwrite, log)
     cmudict = _format(data) == "cmudict"
     tr, va, te = read_splits(data)
     if resume:
@@ -308,7 +351,7 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
                          tgt_bos_id=w.bos_id, tgt_eos_id=w.eos_id, **model_opts)
     model = Seq2Seq(mcfg)
     config = run_config("seq2seq", "seq2seq", model=mcfg, data=data, train=train, cmudict=cmudict)
-    prepare_run_dir(out, config, resume, overwrite)
+    prepare_run_dir(out, config, resume, overwrite, log)
     if not resume:
         on_main(_save_codec, out, codec)
     n_params = sum(p.numel() for p in model.parameters())
@@ -396,14 +439,30 @@ class Translator:
         self.codec = _open_codec(self.run)
         self.data = Seq2SeqDataConfig(**self.config["data"])
 
+    def decode_kwargs(self, opts: DecodeOptions, warn: Callable[[str], None]) -> dict[str, Any]:
+        """``translate``'s keyword arguments from declared decoding options (unset ones: the run's)."""
+        return dict(beam=opts.beam, n_best=opts.n_best, length_penalty=opts.length_penalty, sample=opts.sample,
+                    temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p, seed=opts.seed,
+                    max_src_tokens=opts.max_src_tokens, warn=warn)
+
     def translate(self, texts: Sequence[str], *, beam: Optional[int] = None, n_best: int = 1,
                   length_penalty: Optional[float] = None, sample: bool = False, temperature: float = 1.0,
                   top_k: Optional[int] = None, top_p: Optional[float] = None,
-                  seed: Optional[int] = None) -> list[list[Translation]]:
-        """``n_best`` ``Translation``s per input text, best first."""
+                  seed: Optional[int] = None, max_src_tokens: Optional[int] = None,
+                  warn: Optional[Callable[[str], None]] = None) -> list[list[Translation]]:
+        """``n_best`` ``Translation``s per input text, best first.  Sources longer than ``max_src_tokens``
+        are cut to that length, and ``warn`` (if given) hears how many were cut."""
         d = self.data
+        DecodeOptions(beam=beam, n_best=n_best, length_penalty=length_penalty, sample=sample,
+                      temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)  # checks them
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         src = [self.codec.src_ids(t) for t in texts]
+        if max_src_tokens is not None:
+            cut = [i for i, s in enumerate(src) if len(s) > max_src_tokens]
+            if cut and warn is not None:
+                warn(f"{len(cut)} source text(s) longer than {max_src_tokens} tokens were cut to that length "
+                     f"(first: line {cut[0] + 1}, {len(src[cut[0]]):,} tokens); raise --max-src-tokens to keep more")
+            src = [s[:max_src_tokens] for s in src]
         decoded = translate_ids(self.model, src, self.codec.src_vocab.pad_id, beam=beam or d.beam, n_best=n_best,
                                 length_penalty=d.length_penalty if length_penalty is None else length_penalty,
                                 max_len_ratio=d.max_len_ratio, max_len_extra=d.max_len_extra, sample=sample,

@@ -16,10 +16,11 @@ import torch
 from rnnkit import checkpoint as ckpt
 from rnnkit.batching import SequenceBatches, tag_batch
 from rnnkit.data import Sentence, read_conll, read_conllu, read_tokens, write_conll, write_conllu
+from rnnkit.options import column, encoding, opt, validate
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import Accuracy, EntityF1
 from rnnkit.models import Tagger, TaggerConfig
-from rnnkit.tasks.runs import (fit_best, load_pretrained, main_log, model_device, on_main, open_run, prepare_run_dir,
+from rnnkit.tasks.runs import (fit_best, load_pretrained, main_log, model_device, on_main, open_run, prepare_run_dir, start_run,
                                run_config)
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -29,16 +30,20 @@ PAD, UNK = "<pad>", "<unk>"
 
 @dataclass
 class TagDataConfig:
-    train: Optional[str] = None        # training file
-    valid: Optional[str] = None        # validation file (early stopping, best weights)
-    test: Optional[str] = None         # test file, scored once with the best weights
-    format: str = "auto"               # auto (.conllu -> conllu, else conll) | conllu | conll
-    column: Any = None                 # conllu: upos | xpos [upos]; conll: tag column index [-1, the last]
-    scheme: Optional[str] = None       # conll: convert IOB1/BIO tags to bio | bioes
-    encoding: str = "utf-8"
-    lower: bool = False                # lower-case words for the word vocabulary (characters keep case)
-    min_freq: int = 1                  # rarer training words become <unk> (characters still spell them)
-    embeddings: Optional[str] = None   # pretrained word vectors (GloVe / word2vec text)
+    train: Optional[str] = opt(None, help="CoNLL-U (.conllu) or CoNLL-2003-style training file")
+    valid: Optional[str] = opt(None, help="validation file (early stopping and best weights)")
+    test: Optional[str] = opt(None, help="test file, scored once with the best weights")
+    format: str = opt("auto", choices=("auto", "conllu", "conll"),
+                      help="file format (auto: .conllu files are CoNLL-U, others CoNLL-2003 style)")
+    column: Any = opt(None, parse=column, help="conllu: upos or xpos [upos]; conll: tag column index [the last]")
+    scheme: Optional[str] = opt(None, choices=("bio", "bioes"), help="convert IOB1/BIO entity tags (conll)")
+    encoding: str = opt("utf-8", parse=encoding, help="text encoding")
+    lower: bool = opt(False, help="lower-case words for the word vocabulary (characters keep case)")
+    min_freq: int = opt(1, ge=1, help="rarer training words become <unk> (characters still spell them)")
+    embeddings: Optional[str] = opt(None, help="pretrained word vectors (GloVe / word2vec text format)")
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 def _format(path: str, cfg: TagDataConfig) -> str:
@@ -48,13 +53,19 @@ def _format(path: str, cfg: TagDataConfig) -> str:
 
 
 def read_sentences(path: str, cfg: TagDataConfig) -> list[Sentence]:
-    if _format(path, cfg) == "conllu":
-        sents = read_conllu(path, column=cfg.column or "upos", encoding=cfg.encoding)
-    elif _format(path, cfg) == "conll":
-        sents = read_conll(path, column=-1 if cfg.column is None else int(cfg.column), encoding=cfg.encoding,
-                           scheme=cfg.scheme)
-    else:
-        raise ConfigError(f"--format must be auto, conllu or conll, got {cfg.format!r}")
+    fmt = _format(path, cfg)
+    try:
+        if fmt == "conllu":
+            sents = read_conllu(path, column=cfg.column or "upos", encoding=cfg.encoding)
+        else:
+            sents = read_conll(path, column=-1 if cfg.column is None else int(cfg.column), encoding=cfg.encoding,
+                               scheme=cfg.scheme)
+    except DataError as e:
+        if cfg.format != "auto":
+            raise
+        other = "conll" if fmt == "conllu" else "conllu"
+        raise DataError(f"{e} (read as {fmt}, guessed from the file name {Path(path).name!r}; if it is "
+                        f"{other}, pass --format {other})") from None
     if not sents:
         raise DataError(f"{path}: no sentences")
     return sents
@@ -155,6 +166,7 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
         raise ConfigError("give --train: a CoNLL-U or CoNLL-2003-style file")
     out = Path(out)
     log = main_log(log)
+    resume = start_run(out, resume, overwrite, log)
     tr = read_sentences(data.train, data)
     va = read_sentences(data.valid, data) if data.valid else []
     te = read_sentences(data.test, data) if data.test else []
@@ -179,7 +191,7 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
                         char_vocab_size=len(chars), char_pad_id=chars.pad_id, **model_opts)
     model = Tagger(mcfg)
     config = run_config("tag", "tagger", model=mcfg, data=data, train=train, entity=entity)
-    prepare_run_dir(out, config, resume, overwrite)
+    prepare_run_dir(out, config, resume, overwrite, log)
     if not resume:
         on_main(_save_vocabs, out, {"vocab": words, "chars": chars, "tags": tags})
     if data.embeddings and not resume:
@@ -221,6 +233,14 @@ def load_run(run: str | Path):
     return config, model, Encoder(v["vocab"], v["chars"], v["tags"], data.lower), data
 
 
+def predict_text(run: str | Path, text: str, *, fmt: str = "text", path: Optional[str] = None,
+                 encoding: str = "utf-8", as_json: bool = False, warn: Callable[[str], None] = print) -> str:
+    """What ``rnnkit predict`` prints for a tagger run (see :func:`predict`)."""
+    if as_json:
+        raise ConfigError("--json applies to classifier runs; a tagger prints token<TAB>tag lines or CoNLL-U")
+    return predict(run, text, fmt, encoding, path)
+
+
 def predict(run: str | Path, text: str, fmt: str = "text", encoding: str = "utf-8",
             path: Optional[str] = None) -> str:
     """Tag text: whitespace-tokenised sentences (one per line) -> ``token<TAB>tag`` lines, or a
@@ -240,11 +260,14 @@ def predict(run: str | Path, text: str, fmt: str = "text", encoding: str = "utf-
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def evaluate(run: str | Path, data_path: str, encoding: Optional[str] = None) -> dict[str, Any]:
+def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
+             format: Optional[str] = None) -> dict[str, Any]:
     """Token accuracy (and entity F1 with per-type scores) of a trained run on a labelled file."""
+    if not data_path:
+        raise ConfigError("give --data: a CoNLL-U or CoNLL-2003-style file to evaluate on")
     config, model, enc, data = load_run(run)
-    if encoding:
-        data.encoding = encoding
+    data = TagDataConfig(**{**config["data"], **({"encoding": encoding} if encoding else {}),
+                            **({"format": format} if format else {})})
     sents = read_sentences(data_path, data)
     enc.check_tags(sents)
     with torch.inference_mode():
