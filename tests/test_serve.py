@@ -406,3 +406,93 @@ def test_serve_calls_uvicorn(monkeypatch, runs, capsys):
 def test_importing_rnnkit_does_not_import_fastapi():
     code = "import sys, rnnkit, rnnkit.serve; assert not {'fastapi', 'uvicorn', 'pydantic'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _fuzz_value(rng: random.Random):
+    """A JSON value of the kinds that break servers: huge and negative numbers, odd floats, lone
+    surrogates and other Unicode, wrong types, nesting."""
+    kind = rng.randrange(12)
+    if kind == 0:
+        return rng.choice([10**30, -10**30, 2**63, -1, 0, 1, 3, 2**31])
+    if kind == 1:
+        return rng.choice([1e308, -1e308, 0.0, -0.5, 1.5, 1e-320])
+    if kind == 2:
+        return rng.choice(["\ud800", "a\udfffb", "\ud83d", "x\x00y", "\u202e\u0301é", "🙂" * 3])
+    if kind == 3:
+        return "".join(rng.choice("catdog sat\n\t") for _ in range(rng.randrange(0, 60)))
+    if kind == 4:
+        return [_fuzz_value(rng) for _ in range(rng.randrange(0, 6))]
+    if kind == 5:
+        return {"a": _fuzz_value(rng)}
+    if kind == 6:
+        return rng.choice([True, False, None])
+    if kind == 7:
+        return "x" * rng.choice([199, 200, 201, 5000])
+    return rng.choice(["cat dog", "great fun film", "John lives in Paris .", ""])
+
+
+def test_fuzzed_requests_from_eight_clients_never_get_a_5xx(app):
+    """Bounded (2,000 requests, loopback only): every answer is 2xx or 4xx, and the server still serves."""
+    import httpx
+
+    fields = {"generate": ["length", "temperature", "top_k", "top_p", "seed", "num_samples", "label"],
+              "translate": ["beam", "n_best", "length_penalty", "attention"], "classify": [], "tag": [],
+              "inspect": ["layer", "units", "label"]}
+    models = {"generate": "tiny-lm", "inspect": "tiny-lm", "classify": "tiny-classify", "tag": "tiny-tag",
+              "translate": "tiny-seq2seq"}
+
+    def request(i: int):
+        rng = random.Random(i)
+        endpoint = rng.choice(sorted(fields))
+        body = {"model": models[endpoint], "text": _fuzz_value(rng) if rng.random() < 0.6 else "cat dog"}
+        for f in rng.sample(fields[endpoint], k=min(len(fields[endpoint]), rng.randrange(0, 4))):
+            body[f] = _fuzz_value(rng)
+        if rng.random() < 0.05:
+            body["bogus"] = 1
+        payload = json.dumps(body, ensure_ascii=True)  # \ud800 travels as an escape, as a client would send it
+        r = c.post(f"/api/{endpoint}", content=payload, headers={"content-type": "application/json"})
+        return r.status_code, endpoint, payload[:200], r.text[:200]
+
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(request, range(2000)))
+        assert c.post("/api/classify", json={"model": "tiny-classify", "text": "great fun"}).status_code == 200
+    server_errors = [a for a in answers if a[0] >= 500]
+    assert not server_errors, server_errors[:5]
+    assert {s for s, *_ in answers} >= {200, 422}
+
+
+def test_a_lone_surrogate_is_a_422_and_any_valid_unicode_is_served(client):
+    r = client.post("/api/classify", content='{"model": "tiny-classify", "text": "bad \\ud800 film"}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "surrogate" in r.json()["detail"]
+    r = client.post("/api/classify", json={"model": "tiny-classify", "text": "great 🙂 film é \u202e"})
+    assert r.status_code == 200
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(app):
+    import httpx
+
+    limit = 6 * 200 * 4 + 65_536
+    received = []
+
+    def body():  # a streamed (chunked) body with no Content-Length: refused as it passes the limit
+        for _ in range(200):
+            received.append(1)
+            yield b"x" * 4096
+
+    with running_server(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        r = c.post("/api/classify", content=b"{" + b" " * (limit + 10) + b"}",
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 413 and str(limit) in r.json()["detail"]
+        r = c.post("/api/classify", content=body(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        r = c.post("/api/classify", json={"model": "tiny-classify", "text": "great fun"})
+        assert r.status_code == 200
+
+
+def test_seeds_and_integers_are_bounded_by_the_declarations(client):
+    r = client.post("/api/generate", json={"model": "tiny-lm", "text": "the", "seed": 10**30})
+    assert r.status_code == 422 and "seed" in r.json()["detail"]
+    r = client.post("/api/translate", json={"model": "tiny-seq2seq", "text": "cat", "beam": 10**6})
+    assert r.status_code == 422 and "beam" in r.json()["detail"]

@@ -31,8 +31,6 @@ from typing import Any, Optional, Sequence, Union
 from rnnkit.errors import ConfigError, RnnkitError
 
 PLAYGROUND = Path(__file__).parent / "playground"
-TASK_ENDPOINTS = {"lm": "generate", "classify": "classify", "tag": "tag", "seq2seq": "translate"}
-MAX_BEAM = 16
 INSPECT_MAX_TOKENS = 400  # POST /api/inspect reads at most this many tokens of the text (as ``rnnkit inspect``)
 MAX_UNITS = 16            # units one inspect request may ask for
 TOP_UNITS = 5             # units listed per token by POST /api/inspect
@@ -52,18 +50,20 @@ class RequestError(RnnkitError):
 class _Loaded:
     """One run folder, opened once; calls on it are serialised by its lock."""
 
-    task = ""
+    task = endpoint = ""
 
     def __init__(self, name: str, run: Path, config: dict[str, Any]) -> None:
         self.name, self.run, self.config = name, run, config
         self.lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "task": self.task, "endpoint": f"/api/{TASK_ENDPOINTS[self.task]}"}
+        from rnnkit.tasks import TASKS
+
+        return {"name": self.name, "task": self.task, "endpoint": f"/api/{TASKS[self.task].endpoint}"}
 
 
 class _LM(_Loaded):
-    task = "lm"
+    task, endpoint = "lm", "generate"
 
     def __init__(self, name: str, run: Path) -> None:
         from rnnkit.tasks import lm
@@ -133,7 +133,7 @@ class _LM(_Loaded):
 
 
 class _Classifier(_Loaded):
-    task = "classify"
+    task, endpoint = "classify", "classify"
 
     def __init__(self, name: str, run: Path) -> None:
         from rnnkit.tasks import classify
@@ -154,7 +154,7 @@ class _Classifier(_Loaded):
 
 
 class _Tagger(_Loaded):
-    task = "tag"
+    task, endpoint = "tag", "tag"
 
     def __init__(self, name: str, run: Path) -> None:
         from rnnkit.tasks import tag
@@ -187,7 +187,7 @@ class _Tagger(_Loaded):
 
 
 class _Translator(_Loaded):
-    task = "seq2seq"
+    task, endpoint = "seq2seq", "translate"
 
     def __init__(self, name: str, run: Path) -> None:
         from rnnkit.tasks.seq2seq import Translator
@@ -222,7 +222,8 @@ class _Translator(_Loaded):
         return out
 
 
-_ADAPTERS = {"lm": _LM, "classify": _Classifier, "tag": _Tagger, "seq2seq": _Translator}
+# the registry's endpoint name -> what opens a run for it
+_ADAPTERS = {cls.endpoint: cls for cls in (_LM, _Classifier, _Tagger, _Translator)}
 
 
 def _names(runs: Sequence[Path]) -> list[str]:
@@ -239,20 +240,14 @@ def _names(runs: Sequence[Path]) -> list[str]:
 
 def load_runs(runs: Sequence[Union[str, Path]]) -> dict[str, _Loaded]:
     """Open every run folder once: model name -> loaded model (``CheckpointError``/``ConfigError`` if one fails)."""
-    from rnnkit import checkpoint as ckpt
-    from rnnkit.errors import CheckpointError
+    from rnnkit.tasks import task_of_run
 
     if not runs:
         raise ConfigError("give at least one run folder to serve")
     paths = [Path(r).resolve() for r in runs]
     loaded: dict[str, _Loaded] = {}
     for name, path in zip(_names(paths), paths):
-        if not (path / ckpt.CONFIG).is_file():
-            raise CheckpointError(f"{path}: not a run folder (no {ckpt.CONFIG})")
-        task = ckpt.load_json(path / ckpt.CONFIG).get("task")
-        if task not in _ADAPTERS:
-            raise ConfigError(f"{path}: cannot serve a {task!r} run; serveable tasks: {', '.join(_ADAPTERS)}")
-        loaded[name] = _ADAPTERS[task](name, path)
+        loaded[name] = _ADAPTERS[task_of_run(path, "serve").endpoint](name, path)
     return loaded
 
 
@@ -263,7 +258,10 @@ def _schemas(max_chars: int, max_batch: int):
     """Request and response models (built here so that pydantic is imported only with the app)."""
     from types import SimpleNamespace
 
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+    from rnnkit.tasks.lm import GenerateOptions
+    from rnnkit.tasks.seq2seq import DecodeOptions
 
     text_doc = f"one text, or a list of up to {max_batch} texts (a batch); at most {max_chars} characters each"
 
@@ -272,18 +270,19 @@ def _schemas(max_chars: int, max_batch: int):
         model: str = Field(description="a model name from GET /api/models")
         text: Union[str, list[str]] = Field(description=text_doc)
 
-    class GenerateRequest(_Request):
-        text: Union[str, list[str]] = Field("", description="prime text(s) to continue (may be empty for a "
-                                                            "label-conditioned model); " + text_doc)
-        length: int = Field(200, ge=1, le=max_chars, description="tokens to generate per sample")
-        temperature: float = Field(1.0, gt=0, le=100)
-        top_k: Optional[int] = Field(None, ge=1, description="sample among the k most likely tokens")
-        top_p: Optional[float] = Field(None, gt=0, le=1, description="nucleus sampling: the smallest set of tokens "
-                                                                     "whose probability reaches top_p")
-        seed: Optional[int] = Field(None, description="a seed makes the samples repeatable")
-        num_samples: int = Field(1, ge=1, le=max_batch, description="samples per text (texts x samples <= "
-                                                                    f"{max_batch})")
-        label: Optional[str] = Field(None, description="label-conditioned models: the label to generate for")
+        @model_validator(mode="after")
+        def _unicode(self):
+            _check_unicode(self.model_dump())
+            return self
+
+    GenerateRequest = create_model(
+        "GenerateRequest", __base__=_Request,
+        text=(Union[str, list[str]], Field("", description="prime text(s) to continue (may be empty for a "
+                                                           "label-conditioned model); " + text_doc)),
+        **_declared(GenerateOptions, ("length", "temperature", "top_k", "top_p", "seed", "num_samples", "label"),
+                    {"length": {"default": 200, "le": max_chars},
+                     "num_samples": {"le": max_batch, "description": f"samples per text (texts x samples <= "
+                                                                     f"{max_batch})"}}))
 
     class ClassifyRequest(_Request):
         pass
@@ -292,12 +291,10 @@ def _schemas(max_chars: int, max_batch: int):
         text: Union[str, list[str]] = Field(description="whitespace-tokenised text, one sentence per line; "
                                                         + text_doc)
 
-    class TranslateRequest(_Request):
-        beam: Optional[int] = Field(None, ge=1, le=MAX_BEAM, description="beam size (default: the run's)")
-        n_best: int = Field(1, ge=1, le=MAX_BEAM, description="hypotheses per text, best first (<= beam)")
-        length_penalty: Optional[float] = Field(None, ge=0, le=10, description="GNMT length penalty "
-                                                                               "(default: the run's)")
-        attention: bool = Field(True, description="include the attention weights of the best translation")
+    TranslateRequest = create_model(
+        "TranslateRequest", __base__=_Request,
+        **_declared(DecodeOptions, ("beam", "n_best", "length_penalty"), {}),
+        attention=(bool, Field(True, description="include the attention weights of the best translation")))
 
     class InspectRequest(_Request):
         text: str = Field(description=f"the text to read (at least two tokens; at most {max_chars} characters, "
@@ -408,6 +405,43 @@ def _schemas(max_chars: int, max_batch: int):
     return SimpleNamespace(**{k: v for k, v in locals().items() if isinstance(v, type)})
 
 
+def _declared(cls: type, names: Sequence[str], overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """pydantic field definitions for the declared options ``names`` of dataclass ``cls``: the CLI's
+    bounds, defaults and help, with per-field ``overrides`` (the server's own limits)."""
+    from typing import Literal
+
+    from pydantic import Field
+
+    from rnnkit import options
+
+    out = {}
+    for name in names:
+        o = options.find(cls, name)
+        s = o.spec
+        kw = {"default": o.default, "description": s.help, "ge": s.ge, "gt": s.gt, "le": s.le, "lt": s.lt}
+        kw.update(overrides.get(name, {}))
+        tp = Literal[tuple(s.choices)] if s.choices else o.type
+        out[name] = (Optional[tp] if o.optional else tp,
+                     Field(**{k: v for k, v in kw.items() if v is not None or k == "default"}))
+    return out
+
+
+def _check_unicode(value: Any, where: str = "") -> None:
+    """``ValueError`` for a string that is not valid Unicode (a lone surrogate such as ``\\ud800``)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{where or 'a string'} holds a lone surrogate (U+{ord(value[e.start]):04X}) at "
+                             f"character {e.start}; send valid Unicode") from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_unicode(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_unicode(v, f"{where}[{i}]")
+
+
 def _error_message(errors: Sequence[dict[str, Any]]) -> tuple[int, str]:
     """A status code and one readable message for pydantic's validation errors."""
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -428,11 +462,52 @@ def _error_message(errors: Sequence[dict[str, Any]]) -> tuple[int, str]:
         elif e.get("type") == "model_attributes_type":
             return 400, "the request body must be a JSON object"
         else:
-            msg = e.get("msg", "is invalid")
-        part = f"{'.'.join(loc) or 'body'}: {msg}"
+            msg = e.get("msg", "is invalid").removeprefix("Value error, ")
+        part = f"{'.'.join(loc) + ': ' if loc else ''}{msg}"
         if part not in parts:
             parts.append(part)
     return 422, "; ".join(parts)
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is refused with 413 before it is read,
+    from its Content-Length, or while it streams in (chunked requests), so that no request makes
+    the server hold more than ``limit`` bytes of it."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        if length is not None and (not length.strip().isdigit() or int(length) > self.limit):
+            return await self._refuse(scope, receive, send, f"the request body has "
+                                      f"{length.decode(errors='replace')} bytes; the limit is {self.limit}")
+        # read the body here, at most limit bytes of it, then hand it on
+        messages, seen = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                return await self._refuse(scope, receive, send, f"the request body passed {self.limit} bytes; "
+                                                                f"the limit is {self.limit}")
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _refuse(scope, receive, send, message: str) -> None:
+        from starlette.responses import JSONResponse
+
+        await JSONResponse({"detail": message}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
 def create_app(runs: Sequence[Union[str, Path]], max_chars: int = 2000, max_batch: int = 32):
@@ -459,6 +534,8 @@ def create_app(runs: Sequence[Union[str, Path]], max_chars: int = 2000, max_batc
                               "JSON objects whose `detail` says what was wrong.")
     app.state.models = models
     app.state.limits = {"max_chars": max_chars, "max_batch": max_batch}
+    # the largest body a valid request can need: every character JSON-escaped (6 bytes), and room for the rest
+    app.add_middleware(_BodyLimit, limit=6 * max_chars * max_batch + 65_536)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

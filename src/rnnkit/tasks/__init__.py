@@ -39,7 +39,7 @@ class Task:
     commands: tuple[str, ...]       # inference commands that take this task's runs
     evaluate_options: tuple[str, ...] = ("data", "encoding")  # ``rnnkit evaluate`` options that apply
     run_options: Optional[str] = None  # dataclass in ``module``: train-command options kept out of config.json
-    best_metrics: tuple[str, ...] = ("loss",)  # validation metrics that may pick the best weights; first: default
+    endpoint: str = ""              # the server's POST /api/ENDPOINT for this task's runs
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -73,24 +73,24 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "Train a language model on a text file (one stream, truncated BPTT) or on a folder of <label>.txt "
          "files (one sequence per line, conditioned on the label). Without --data: the bundled Tiny Shakespeare.",
          "rnnkit.tasks.lm", "LMDataConfig", "language_model", 1.0,
-         ("generate", "inspect", "evaluate", "serve", "export"), run_options="LMRunOptions"),
+         ("generate", "inspect", "evaluate", "serve", "export"), run_options="LMRunOptions", endpoint="generate"),
     Task("classify", "text classification (many-to-one)",
          "Train a classifier: tokens -> embedding -> recurrent encoder -> pooling -> softmax over the classes.",
          "rnnkit.tasks.classify", "ClassifyDataConfig", "classifier", 10.0,
          ("predict", "evaluate", "serve", "export"), evaluate_options=("data", "encoding", "format"),
-         best_metrics=("accuracy", "macro_f1", "loss")),
+         endpoint="classify"),
     Task("tag", "sequence tagging (part of speech, named entities)",
          "Train a tagger: word embeddings (+ a character encoder) -> recurrent encoder -> a tag per token, "
          "by softmax or a CRF.",
          "rnnkit.tasks.tag", "TagDataConfig", "tagger", 10.0,
          ("predict", "evaluate", "serve", "export"), evaluate_options=("data", "encoding", "format"),
-         best_metrics=("accuracy", "f1", "loss")),
+         endpoint="tag"),
     Task("seq2seq", "encoder-decoder: translation, chat, spelling -> phonemes",
          "Train an encoder-decoder on parallel text (two line-aligned files or one TSV) or on CMUdict "
          "(--format cmudict), with or without attention.",
          "rnnkit.tasks.seq2seq", "Seq2SeqDataConfig", "seq2seq", 10.0,
          ("translate", "chat", "evaluate", "serve", "export"),
-         evaluate_options=("data", "encoding", "src", "tgt", "beam"), best_metrics=("score", "loss")),
+         evaluate_options=("data", "encoding", "src", "tgt", "beam"), endpoint="translate"),
 )}
 
 
@@ -103,7 +103,7 @@ def read_config(run: Union[str, Path]) -> dict[str, Any]:
         raise CheckpointError(f"{run}: no such run folder")
     path = run / ckpt.CONFIG
     if not path.is_file():
-        raise CheckpointError(f"{path} does not exist: {run} is not an rnnkit run folder")
+        raise CheckpointError(f"{run}: not a run folder (no {ckpt.CONFIG})")
     config = ckpt.load_json(path)
     if not isinstance(config, dict) or not isinstance(config.get("task", "lm"), str) \
             or not all(isinstance(config.get(k, {}), dict) for k in ("model", "data", "train")):
