@@ -363,7 +363,7 @@ def test_errors_name_the_problem(tmp_path, lm_runs):
         export_onnx(tmp_path / "missing", tmp_path / "x.onnx")
     (tmp_path / "odd").mkdir()
     (tmp_path / "odd" / "config.json").write_text(json.dumps({"task": "hello", "model_name": "x"}))
-    with pytest.raises(ConfigError, match="cannot export task 'hello'"):
+    with pytest.raises(CheckpointError, match="unknown task 'hello'"):
         export_onnx(tmp_path / "odd", tmp_path / "x.onnx")
     (tmp_path / "cv" / "fold-01").mkdir(parents=True)
     (tmp_path / "cv" / "fold-01" / "config.json").write_text("{}")

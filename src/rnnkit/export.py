@@ -76,9 +76,6 @@ MIN_OPSET = 14
 FORMAT = "rnnkit-onnx"
 FORMAT_VERSION = 1
 
-# task -> vocabularies open_run loads
-_VOCABS = {"lm": ("vocab",), "classify": ("vocab",), "tag": ("vocab", "chars", "tags"),
-           "seq2seq": ("src_vocab", "tgt_vocab")}
 # torch gate blocks -> ONNX order (LSTM: i f g o -> i o f c; GRU: r z n -> z r h)
 _GATE_ORDER = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn_tanh": (0,), "rnn_relu": (0,)}
 _ONNX_RNN = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN", "rnn_relu": "RNN"}
@@ -108,14 +105,11 @@ def export_onnx(run: str | Path, out: str | Path, opset: Optional[int] = None) -
     onnx = _import_onnx()
     opset = _check_opset(onnx, opset)
     run = Path(run)
-    config = _read_config(run)
-    task = config.get("task")
-    if task not in _VOCABS:
-        raise ConfigError(f"{run / ckpt.CONFIG}: cannot export task {task!r}; "
-                          f"exportable tasks are {', '.join(sorted(_VOCABS))}")
+    from rnnkit.tasks import task_of_run
     from rnnkit.tasks.runs import open_run
 
-    config, model, vocabs = open_run(run, _VOCABS[task])
+    task = task_of_run(run, "export")
+    config, model, vocabs = open_run(run, task.vocabs)
     _check_float32(model, run)
     if getattr(model.config, "ensemble", 1) > 1:
         raise ConfigError(f"{run} holds an ensemble of {model.config.ensemble} classifiers; ONNX export "
@@ -123,16 +117,12 @@ def export_onnx(run: str | Path, out: str | Path, opset: Optional[int] = None) -
     stem = _stem(Path(out))
     stem.parent.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "rnnkit_version": __version__,
-                            "task": task, "model_name": config.get("model_name"), "run": str(run.resolve()),
+                            "task": task.name, "model_name": config.get("model_name"), "run": str(run.resolve()),
                             "opset": opset, "model": config.get("model")}
     with torch.no_grad():
-        if task == "seq2seq":
-            graphs = {"encoder": _seq2seq_encoder(model, opset), "decoder": _seq2seq_decoder(model, opset)}
-            meta.update(_seq2seq_meta(model, config, vocabs))
-        else:
-            build = {"lm": _lm, "classify": _classifier, "tag": _tagger}[task]
-            graphs = {"model": build(model, opset)}
-            meta.update(_TASK_META[task](model, config, vocabs))
+        graphs, describe = _EXPORTERS[config["model_name"]]
+        graphs = {name: build(model, opset) for name, build in graphs.items()}
+        meta.update(describe(model, config, vocabs))
     names = {k: (f"{stem.name}.onnx" if k == "model" else f"{stem.name}.{k}.onnx") for k in graphs}
     meta["files"] = names
     meta["graphs"] = {k: g.describe() for k, g in graphs.items()}
@@ -189,21 +179,6 @@ def _check_opset(onnx, opset: Optional[int]) -> int:
         raise ConfigError(f"opset must be an integer in [{MIN_OPSET}, {newest}] (the installed onnx package's "
                           f"newest); got {opset!r}")
     return opset
-
-
-def _read_config(run: Path) -> dict[str, Any]:
-    if not run.is_dir():
-        raise CheckpointError(f"{run}: no such run folder")
-    if not (run / ckpt.CONFIG).is_file():
-        folds = sorted(p.name for p in run.glob("fold-*") if (p / ckpt.CONFIG).is_file())
-        if folds:
-            raise ConfigError(f"{run} holds a {len(folds)}-fold cross-validation, one model per fold: "
-                              f"export one fold's folder, e.g. {run / folds[0]}")
-        raise CheckpointError(f"{run / ckpt.CONFIG} does not exist: {run} is not a run folder")
-    config = ckpt.load_json(run / ckpt.CONFIG)
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{run / ckpt.CONFIG}: expected a JSON object")
-    return config
 
 
 def _check_float32(model: torch.nn.Module, run: Path) -> None:
@@ -747,4 +722,10 @@ def _specials(v) -> dict[str, Optional[int]]:
     return {"pad": v.pad_id, "unk": v.unk_id, "bos": v.bos_id, "eos": v.eos_id}
 
 
-_TASK_META = {"lm": _lm_meta, "classify": _classifier_meta, "tag": _tagger_meta}
+# model name (rnnkit.models.MODELS) -> (its graphs: name -> builder, the sidecar's description of it)
+_EXPORTERS = {
+    "language_model": ({"model": _lm}, _lm_meta),
+    "classifier": ({"model": _classifier}, _classifier_meta),
+    "tagger": ({"model": _tagger}, _tagger_meta),
+    "seq2seq": ({"encoder": _seq2seq_encoder, "decoder": _seq2seq_decoder}, _seq2seq_meta),
+}

@@ -40,6 +40,7 @@ class Task:
     evaluate_options: tuple[str, ...] = ("data", "encoding")  # ``rnnkit evaluate`` options that apply
     run_options: Optional[str] = None  # dataclass in ``module``: train-command options kept out of config.json
     endpoint: str = ""              # the server's POST /api/ENDPOINT for this task's runs
+    vocabs: tuple[str, ...] = ("vocab",)  # the run folder's vocabulary files (NAME.json)
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -84,13 +85,14 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "by softmax or a CRF.",
          "rnnkit.tasks.tag", "TagDataConfig", "tagger", 10.0,
          ("predict", "evaluate", "serve", "export"), evaluate_options=("data", "encoding", "format"),
-         endpoint="tag"),
+         endpoint="tag", vocabs=("vocab", "chars", "tags")),
     Task("seq2seq", "encoder-decoder: translation, chat, spelling -> phonemes",
          "Train an encoder-decoder on parallel text (two line-aligned files or one TSV) or on CMUdict "
          "(--format cmudict), with or without attention.",
          "rnnkit.tasks.seq2seq", "Seq2SeqDataConfig", "seq2seq", 10.0,
          ("translate", "chat", "evaluate", "serve", "export"),
-         evaluate_options=("data", "encoding", "src", "tgt", "beam"), endpoint="translate"),
+         evaluate_options=("data", "encoding", "src", "tgt", "beam"), endpoint="translate",
+         vocabs=("src_vocab", "tgt_vocab")),
 )}
 
 
@@ -103,6 +105,10 @@ def read_config(run: Union[str, Path]) -> dict[str, Any]:
         raise CheckpointError(f"{run}: no such run folder")
     path = run / ckpt.CONFIG
     if not path.is_file():
+        folds = sorted(p.name for p in run.glob("fold-*") if (p / ckpt.CONFIG).is_file())
+        if folds:
+            raise ConfigError(f"{run} holds a {len(folds)}-fold cross-validation, one model per fold: "
+                              f"give one fold's folder, e.g. {run / folds[0]}")
         raise CheckpointError(f"{run}: not a run folder (no {ckpt.CONFIG})")
     config = ckpt.load_json(path)
     if not isinstance(config, dict) or not isinstance(config.get("task", "lm"), str) \
