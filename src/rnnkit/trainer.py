@@ -44,6 +44,8 @@ from rnnkit.errors import ConfigError, RnnkitError
 from rnnkit.options import opt, validate
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+BEST_METRICS = ("loss", "accuracy", "macro_f1", "f1", "bleu", "chrf", "wer", "per")
+LOWER_IS_BETTER = ("loss", "wer", "per", "perplexity")
 
 
 @dataclass
@@ -72,6 +74,12 @@ class TrainConfig:
                       help="where to train: auto is the GPU (CUDA) when present, else the CPU")
     precision: str = opt("fp32", choices=PRECISIONS,
                          help="autocast precision; fp16 (CUDA only) adds gradient scaling")
+    best_metric: Optional[str] = opt(None, choices=BEST_METRICS,
+                                     help="validation metric whose best value picks model.safetensors: lm: loss; "
+                                          "classify: accuracy, macro_f1 or loss; tag: accuracy, f1 (entity "
+                                          "tags) or loss; seq2seq: bleu, chrf or loss (cmudict: wer, per or loss) "
+                                          "[accuracy; tag with entity tags: f1; seq2seq: bleu, cmudict: wer; "
+                                          "lm: loss]")
     deterministic: bool = opt(False, help="deterministic kernels only (torch.use_deterministic_algorithms, "
                                           "cuDNN's deterministic mode): slower on CUDA; CPU training is "
                                           "deterministic already")
@@ -190,8 +198,9 @@ class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, train, *,
                  evaluate: Optional[Callable[[nn.Module], dict[str, float]]] = None,
                  run_dir: Optional[str | Path] = None, metric: str = "loss", maximize: bool = False,
-                 progress: bool = True, log: Callable[[str], None] = print) -> None:
+                 progress: bool = True, log: Callable[[str], None] = print, unit: str = "tok") -> None:
         config.validate()
+        self.unit = unit  # what the loss counts, for the progress bar: tokens, or sentences (a classifier)
         if config.max_steps is None and config.epochs is None:
             raise ConfigError("give max_steps or epochs")
         self.dist = distributed.init_from_env(config.device)
@@ -434,7 +443,7 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 bar.update(1)
                 bar.set_postfix(loss=f"{run_loss / max(run_tokens, 1):.3f}",
-                                tok_s=f"{window_tokens / max(elapsed, 1e-9):,.0f}", refresh=False)
+                                **{f"{self.unit}_s": f"{window_tokens / max(elapsed, 1e-9):,.0f}"}, refresh=False)
                 last = self.step == self.total_steps or timed_out
                 if self.step % eval_every == 0 or last:
                     row = {"step": self.step, "epoch": round(self.step / len(self.train), 3),

@@ -24,7 +24,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.options import column, encoding, opt, regex, validate
 from rnnkit.metrics import ClassificationMetrics
 from rnnkit.models import Classifier, ClassifierConfig
-from rnnkit.tasks.runs import load_pretrained, main_log, model_device, on_main, open_run, prepare_run_dir, run_config, \
+from rnnkit.tasks.runs import best_metric, load_pretrained, main_log, model_device, on_main, open_run, prepare_run_dir, run_config, \
     start_run
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
@@ -141,6 +141,7 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
                progress: bool, log, extra_config: Optional[dict] = None) -> dict[str, Any]:
     """Train one classifier on the given splits into ``out``; returns the test (or validation) metrics."""
     resume = start_run(out, resume, overwrite, log)
+    metric, maximize = best_metric(train, ("accuracy", "macro_f1", "loss"))
     tokenizer = _make_tokenizer(data)
     if resume:
         tokenizer = tokenizer_from_config(ckpt.load_json(out / "tokenizer.json"))
@@ -185,8 +186,8 @@ def _train_one(out: Path, model_opts: dict, data: ClassifyDataConfig, train: Tra
     valid_b = _batches(enc(ex.text for ex in va), [lab_id[ex.label] for ex in va], vocab.pad_id,
                        256, 0, False) if va else None
     evaluate = (lambda m: evaluate_model(m, valid_b, len(labels), labels)) if valid_b else None
-    trainer = Trainer(model, train, train_b, evaluate=evaluate, run_dir=out, metric="accuracy", maximize=True,
-                      progress=progress, log=log)
+    trainer = Trainer(model, train, train_b, evaluate=evaluate, run_dir=out, metric=metric, maximize=maximize,
+                      progress=progress, log=log, unit="sent")
     t0 = time.perf_counter()
     trainer.fit(resume=resume)
     seconds = time.perf_counter() - t0

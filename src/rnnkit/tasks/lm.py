@@ -24,7 +24,7 @@ from rnnkit.options import encoding, opt, validate
 from rnnkit.metrics import TokenNLL
 from rnnkit.models import LanguageModel, LanguageModelConfig
 from rnnkit import distributed
-from rnnkit.tasks.runs import main_log, model_device, on_main, open_run, prepare_run_dir, run_config, start_run
+from rnnkit.tasks.runs import best_metric, main_log, model_device, on_main, open_run, prepare_run_dir, run_config, start_run
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -173,6 +173,7 @@ def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, tr
     mcfg = LanguageModelConfig(vocab_size=len(prep.vocab), num_labels=len(prep.labels), **model_opts)
     torch.manual_seed(train.seed)  # the initial weights are part of the run's definition
     model = LanguageModel(mcfg)
+    best_metric(train, ("loss",))
     config = run_config("lm", "language_model", model=mcfg, data=data, train=train,
                         labels=prep.labels)
     prepare_run_dir(out, config, resume, overwrite, log)

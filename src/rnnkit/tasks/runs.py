@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 
 from rnnkit import checkpoint as ckpt
@@ -57,6 +57,18 @@ def on_main(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def model_device(model) -> torch.device:
     """The device a model's parameters live on (where its inputs must go)."""
     return next(model.parameters()).device
+
+
+def best_metric(train, allowed: Sequence[str]) -> tuple[str, bool]:
+    """The validation metric that picks the best weights (``--best-metric``, else ``allowed[0]``) and
+    whether it is maximised; ``ConfigError`` when this task's evaluation does not report it."""
+    from rnnkit.trainer import LOWER_IS_BETTER
+
+    metric = train.best_metric or allowed[0]
+    if metric not in allowed:
+        raise ConfigError(f"--best-metric {metric}: this run's validation reports {', '.join(allowed)}; "
+                          "choose one of them")
+    return metric, metric not in LOWER_IS_BETTER
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:

@@ -28,7 +28,7 @@ from rnnkit.options import encoding, fractions, opt, validate
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import ErrorRates, TokenNLL, TranslationMetrics
 from rnnkit.models import Seq2Seq, Seq2SeqConfig
-from rnnkit.tasks.runs import fit_best, main_log, model_device, on_main, open_run, prepare_run_dir, run_config, start_run
+from rnnkit.tasks.runs import best_metric, fit_best, main_log, model_device, on_main, open_run, prepare_run_dir, run_config, start_run
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -340,6 +340,10 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
     if empty:
         raise DataError(f"{len(empty)} training targets tokenise to nothing (first: line {empty[0] + 1}, "
                         f"{tr.tgt[empty[0]]!r})")
+    if not keep:
+        raise DataError(f"no training pair is within --max-src-len {data.max_src_len} and --max-tgt-len "
+                        f"{data.max_tgt_len} tokens ({report.describe()}); raise the limits (0: none) or "
+                        "split the data into sentence pairs")
     src_ids, tgt_ids = [src_ids[i] for i in keep], [tgt_ids[i] for i in keep]
     oov = codec.src_vocab.oov_rate([codec.src_tokens(s) for s in va.src]) if va else 0.0
     log(f"{len(src_ids):,} training, {len(va.src) if va else 0:,} validation, {len(te.src) if te else 0:,} test "
@@ -350,6 +354,7 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
     mcfg = Seq2SeqConfig(src_vocab_size=len(v), tgt_vocab_size=len(w), src_pad_id=v.pad_id, tgt_pad_id=w.pad_id,
                          tgt_bos_id=w.bos_id, tgt_eos_id=w.eos_id, **model_opts)
     model = Seq2Seq(mcfg)
+    metric, maximize = best_metric(train, ("wer", "per", "loss") if cmudict else ("bleu", "chrf", "loss"))
     config = run_config("seq2seq", "seq2seq", model=mcfg, data=data, train=train, cmudict=cmudict)
     prepare_run_dir(out, config, resume, overwrite, log)
     if not resume:
@@ -359,14 +364,13 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
         f"encoder, hidden {mcfg.hidden_size}, attention {mcfg.attention}"
         f"{' (' + mcfg.score + ')' if mcfg.attention == 'luong' else ''}"
         f"{', input feeding' if mcfg.input_feeding else ''}; {n_params:,} parameters")
-    metric = "wer" if cmudict else "bleu"
     evaluate = None
     if va:
         va_ids = codec.encode(va)
         evaluate = lambda m: _score(m, codec, va, cmudict, 1, data.length_penalty, data.max_len_ratio,  # noqa: E731
                                     data.max_len_extra, va_ids)[0]
     trainer = Trainer(model, train, codec.batches(src_ids, tgt_ids, train.batch_size, train.seed, shuffle=True),
-                      evaluate=evaluate, run_dir=out, metric=metric, maximize=not cmudict, progress=progress,
+                      evaluate=evaluate, run_dir=out, metric=metric, maximize=maximize, progress=progress,
                       log=log)
     result: Optional[dict[str, Any]] = fit_best(trainer, model, out, resume)
     if result is None:

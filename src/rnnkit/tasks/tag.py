@@ -20,7 +20,7 @@ from rnnkit.options import column, encoding, opt, validate
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.metrics import Accuracy, EntityF1
 from rnnkit.models import Tagger, TaggerConfig
-from rnnkit.tasks.runs import (fit_best, load_pretrained, main_log, model_device, on_main, open_run, prepare_run_dir, start_run,
+from rnnkit.tasks.runs import (best_metric, fit_best, load_pretrained, main_log, model_device, on_main, open_run, prepare_run_dir, start_run,
                                run_config)
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -190,6 +190,7 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
     mcfg = TaggerConfig(vocab_size=len(words), num_tags=len(tags), pad_id=words.pad_id, unk_id=words.unk_id,
                         char_vocab_size=len(chars), char_pad_id=chars.pad_id, **model_opts)
     model = Tagger(mcfg)
+    metric, maximize = best_metric(train, ("f1", "accuracy", "loss") if entity else ("accuracy", "loss"))
     config = run_config("tag", "tagger", model=mcfg, data=data, train=train, entity=entity)
     prepare_run_dir(out, config, resume, overwrite, log)
     if not resume:
@@ -203,7 +204,7 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
     valid_b = enc.batches(va, 256) if va else None
     evaluate = (lambda m: evaluate_model(m, valid_b, enc, entity)[0]) if valid_b else None
     trainer = Trainer(model, train, enc.batches(tr, train.batch_size, train.seed, shuffle=True), evaluate=evaluate,
-                      run_dir=out, metric="f1" if entity else "accuracy", maximize=True, progress=progress, log=log)
+                      run_dir=out, metric=metric, maximize=maximize, progress=progress, log=log)
     result: Optional[dict[str, Any]] = fit_best(trainer, model, out, resume)
     if result is None:
         return {}  # another rank under torchrun: rank 0 reports
