@@ -126,7 +126,7 @@ def task_of_run(run: Union[str, Path], command: str) -> Task:
         raise CheckpointError(f"{run}: unknown task {name!r} in config.json; rnnkit knows {', '.join(TASKS)}")
     if command not in task.commands:
         takers = [t.name for t in TASKS.values() if command in t.commands]
-        raise ConfigError(f"{run} is a {name} run; `rnnkit {command}` ({COMMANDS[command]}) takes "
+        raise ConfigError(f"{run} is a run of the {name} task; `rnnkit {command}` ({COMMANDS[command]}) takes "
                           f"{' and '.join(takers)} runs. A {name} run works with: "
                           + ", ".join(f"rnnkit {c}" for c in task.commands))
     return task
