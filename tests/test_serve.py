@@ -496,3 +496,16 @@ def test_seeds_and_integers_are_bounded_by_the_declarations(client):
     assert r.status_code == 422 and "seed" in r.json()["detail"]
     r = client.post("/api/translate", json={"model": "tiny-seq2seq", "text": "cat", "beam": 10**6})
     assert r.status_code == 422 and "beam" in r.json()["detail"]
+
+
+def test_predict_warns_about_empty_lines_and_translate_cuts_huge_sources(runs, monkeypatch, capsys):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("great fun film\n\nboring film\n"))
+    assert main(["predict", str(runs["classify"])]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 3 and "1 empty input line(s) (first: line 2)" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("cat " * 20_000 + "\ndog cat\n"))
+    assert main(["translate", str(runs["seq2seq"]), "--max-src-tokens", "50", "--beam", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 2 and "1 source text(s) longer than 50 tokens were cut" in err
