@@ -386,6 +386,10 @@ class ErrorRates(Metric):
     hypothesis (least ``edit_distance``) is used; ties go to the shorter reference (the
     larger denominator would flatter PER), then to the one listed first.
 
+    In formulas, over words ``w`` with hypothesis ``h_w`` and references ``R_w``, the chosen
+    reference ``r_w = argmin_{r in R_w} (ED(h_w, r), len(r))``:
+    ``WER = #{w : ED(h_w, r_w) > 0} / #words`` and ``PER = sum_w ED(h_w, r_w) / sum_w len(r_w)``.
+
     * ``wer``: fraction of words whose hypothesis equals no reference exactly (closest
       distance > 0);
     * ``per``: summed closest edit distances over summed phones of the chosen references
