@@ -57,7 +57,7 @@ from rnnkit.data.parallel import (
     split_items,
 )
 from rnnkit.data.splits import stratified_kfold, stratified_split
-from rnnkit.data.text import BUNDLED, bundled_path, read_text, split_text
+from rnnkit.data.text import BUNDLED, bundled_path, read_text, split_lines, split_text
 
 __all__ = [
     "BUNDLED",
@@ -89,6 +89,7 @@ __all__ = [
     "read_text",
     "read_tokens",
     "split_items",
+    "split_lines",
     "split_text",
     "stratified_kfold",
     "stratified_split",

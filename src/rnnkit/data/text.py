@@ -52,6 +52,30 @@ def split_text(text: str, valid_fraction: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
+def split_lines(text: str, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> tuple[str, str, str]:
+    """Cut ``text`` into contiguous ``(train, valid, test)`` texts by whole lines, in order.
+
+    ``fractions`` are the shares of the lines (non-negative, summing to 1): the
+    first ``round(n * train)`` lines are train, the next ``round(n * valid)``
+    valid, the rest test.  Every line keeps its newline (a last line without one
+    gets one), so the three texts joined give ``text`` back up to that newline.
+    ``ConfigError`` for bad fractions or a part left empty.
+    """
+    fr = list(fractions)
+    if len(fr) != 3 or any(isinstance(f, bool) or not isinstance(f, (int, float)) or f < 0 for f in fr) \
+            or abs(sum(fr) - 1) > 1e-6:
+        raise ConfigError(f"fractions must be three shares >= 0 summing to 1, got {fractions!r}")
+    lines = [line + "\n" for line in text.splitlines()]
+    n = len(lines)
+    a = round(n * fr[0])
+    b = a + round(n * fr[1])
+    parts = ("".join(lines[:a]), "".join(lines[a:b]), "".join(lines[b:]))
+    for name, part, f in zip(("train", "valid", "test"), parts, fr):
+        if f > 0 and not part:
+            raise ConfigError(f"a {name} share of {f} of {n} lines leaves no {name} lines")
+    return parts
+
+
 # -- bundled datasets ---------------------------------------------------------
 
 # name -> file in rnnkit/bundled (see its README.md for sources and licences)
