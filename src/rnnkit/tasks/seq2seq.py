@@ -2,8 +2,13 @@
 
 Data comes as two line-aligned files, one TSV file, or CMUdict (``--format
 cmudict``: spelling -> phonemes, split 90/5/5 over distinct words with a seed;
-a word's every pronunciation is an acceptable answer).  Each side is tokenised
-(char, word or BPE) with its own vocabulary, or one shared vocabulary.
+a word's every pronunciation is an acceptable answer).  CMUdict can also be
+scored on a fixed test split (``--test``, e.g. the 0.7b test split the G2P
+literature reports on): its words leave training, and validation is held out
+of the rest by word; ``--drop-stress`` removes stress digits on both sides.
+Each side is tokenised (char, word or BPE) with its own vocabulary, or one
+shared vocabulary.  Several runs decode as one ensemble (``Translator([run,
+run, ...])``, ``evaluate([...])``): the mean of their log-probabilities.
 
 Translations are scored with sacreBLEU's BLEU and chrF on detokenised text;
 pronunciations by word and phoneme error rates.  Validation scores are
