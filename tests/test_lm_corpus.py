@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from rnnkit.data import split_lines
+from rnnkit.data import split_lines, split_text
 from rnnkit.errors import ConfigError
 from rnnkit.models import LanguageModel, LanguageModelConfig
 from rnnkit.nn import Recurrent
@@ -43,6 +43,8 @@ def test_stream_tokens_end_every_line():
     assert stream_tokens("a b\nc\n", tok, False) == ["a", "b", "c"]
     assert split_lines("1\n2\n3\n4\n5\n6\n7\n8\n9\n10", (0.8, 0.1, 0.1)) == (
         "1\n2\n3\n4\n5\n6\n7\n8\n", "9\n", "10\n")
+    assert split_text("ab cd\nef gh\nij\n", 0.5) == ("ab cd\ne", "f gh\nij\n")  # characters: 8 of 15
+    assert split_text("ab cd\nef gh\nij\n", 0.5, at_line=True) == ("ab cd\nef gh\n", "ij\n")  # a word stream's
 
 
 def test_vocabulary_keeps_the_corpus_unk_and_oov_is_per_word(tmp_path):

@@ -25,11 +25,13 @@ def read_text(path: str | os.PathLike[str], encoding: str = "utf-8") -> str:
     return _decode(_read_bytes(path, expected="text"), path, encoding)
 
 
-def split_text(text: str, valid_fraction: float) -> tuple[str, str]:
+def split_text(text: str, valid_fraction: float, at_line: bool = False) -> tuple[str, str]:
     """Split ``text`` into ``(train, valid)``: the last ``valid_fraction`` of characters is validation.
 
     ``valid_fraction`` must be in [0, 1); 0 gives an empty validation text.  A
-    fraction that would leave either part empty is a ``ConfigError``.
+    fraction that would leave either part empty is a ``ConfigError``.  With
+    ``at_line`` the cut moves forward to the start of the next line (when there
+    is one), so no word or line is cut in two.
     """
     if (
         isinstance(valid_fraction, bool)
@@ -49,6 +51,10 @@ def split_text(text: str, valid_fraction: float) -> tuple[str, str]:
             f"valid_fraction {valid_fraction} of a {len(text)}-character text leaves no training text"
         )
     cut = len(text) - n_valid
+    if at_line and cut > 0 and text[cut - 1] != "\n":
+        newline = text.find("\n", cut)
+        if 0 <= newline < len(text) - 1:
+            cut = newline + 1
     return text[:cut], text[cut:]
 
 

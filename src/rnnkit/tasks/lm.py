@@ -189,8 +189,9 @@ class _Prepared:
             if data.valid:
                 text_train, text_valid = _read(path, data), _read(Path(data.valid), data)
             else:
-                text_train, text_valid = split_text(_read(path, data), data.valid_fraction) \
-                    if data.valid_fraction > 0 else (_read(path, data), "")
+                text_train, text_valid = split_text(_read(path, data), data.valid_fraction,
+                                                    at_line=data.tokenizer == "word") \
+                    if data.valid_fraction > 0 else (_read(path, data), "")  # words: never cut one in two
             tr_tok = stream_tokens(text_train, self.tok, eol)
             va_tok = stream_tokens(text_valid, self.tok, eol)
             self.vocab = vocab or Vocab.build([tr_tok], specials=[EOL] if eol else [], min_freq=data.min_freq,
@@ -307,8 +308,8 @@ def generate(run: str | Path, *, prime: Optional[str] = None, length: int = 200,
     """Sample ``num_samples`` continuations of ``prime`` (in one batch) from a trained run.
 
     ``prime`` None (or only whitespace, such as a newline a word tokenizer drops) starts a new line: after
-    the end-of-line token or the newline character; an empty string asks to continue nothing, an error for
-    a model without labels."""
+    the end-of-line token or the newline character (a vocabulary with neither: after its most frequent
+    token); an empty string asks to continue nothing, an error for a model without labels."""
     validate_sampling(temperature, top_k, top_p)
     if length < 1 or num_samples < 1:
         raise ConfigError("length and num_samples must be >= 1")
@@ -346,6 +347,8 @@ def generate_from(opened: tuple, *, prime: Optional[str] = None, length: int = 2
         context: list[int] = []
         if start is not None and ((eol and prime_tokens[:1] != [EOL]) or (no_prime and not prime_tokens)):
             context = [start]
+        elif no_prime and not prime_tokens:  # no line breaks in the vocabulary: its most frequent token
+            context = [next(i for i, t in enumerate(vocab.tokens) if t not in (vocab.unk, PAD, BOS, EOS))]
         if prime == "" or not (prime_tokens or context):
             raise ConfigError(say["empty_prime"].format())
         prime_ids = context + vocab.encode(prime_tokens)
