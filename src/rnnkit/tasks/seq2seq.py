@@ -609,10 +609,13 @@ def plot_attention(translator: Translator, texts: Sequence[str], outputs: Sequen
 
 def _looks_like_tsv(path: str, encoding: str) -> bool:
     """Whether the first line of a file that is not a comment holds a tab (a TSV file, not a dictionary)."""
-    with open(path, encoding=encoding, errors="replace") as f:
-        for line in f:
-            if line.strip() and not line.startswith((";;;", "#")):
-                return "\t" in line
+    try:
+        with open(path, encoding=encoding, errors="replace") as f:
+            for line in f:
+                if line.strip() and not line.startswith((";;;", "#")):
+                    return "\t" in line
+    except (OSError, LookupError):
+        pass  # the reader says what is wrong with the file or the encoding
     return False
 
 
