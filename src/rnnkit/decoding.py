@@ -20,7 +20,9 @@ What it offers:
 * ``greedy_search``: argmax decoding from a start token to eos / a per-row length
   limit, e.g. a seq2seq model;
 * ``beam_search``: batched beam search with a GNMT length penalty and n-best
-  lists (``Hypothesis``).
+  lists (``Hypothesis``);
+* ``ensemble_step``: several models' steps as one step (the mean of their
+  log-probabilities), for every search above.
 
 Everything here works on whole batches with tensor ops; the only Python loop
 is over time steps.
@@ -40,7 +42,7 @@ from rnnkit.options import opt, validate
 
 __all__ = [
     "MAX_BEAM", "Sampling", "DecoderState", "Step", "validate_sampling", "filter_logits", "sample", "greedy", "generate",
-    "Hypothesis", "greedy_search", "beam_search",
+    "Hypothesis", "greedy_search", "beam_search", "EnsembleState", "ensemble_step",
 ]
 
 # Cumulative probabilities are float32 sums; a token whose preceding mass
@@ -392,3 +394,55 @@ def beam_search(
          for k in range(n_best) if lps[b][k] > ninf]
         for b in range(B)
     ]
+
+
+# ---- several models as one -------------------------------------------------------------------------
+
+class EnsembleState(tuple):
+    """One state per model of an ensemble (``None`` entries for fresh states); a search reorders or
+    replicates them all alike."""
+
+    def index_select(self, index: Tensor) -> "EnsembleState":
+        return EnsembleState(s.index_select(index) for s in self)
+
+    def repeat_interleave(self, repeats: int) -> "EnsembleState":
+        """Each row ``repeats`` times in a row, through each state's own ``repeat_interleave`` (a seq2seq
+        state shares its source memory among beams); only offered when every state has one."""
+        return EnsembleState(s.repeat_interleave(repeats) for s in self)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "repeat_interleave" and not all(hasattr(s, "repeat_interleave") for s in self):
+            raise AttributeError(name)  # so that beam_search falls back to index_select
+        return super().__getattribute__(name)
+
+
+def ensemble_step(steps: List[Step]) -> Step:
+    """The step of an ensemble: every model reads the same tokens, and the scores of the next token are
+    the mean of the models' log-probabilities, ``mean_m log_softmax(logits_m)`` ``(B, t, V)`` float32.
+
+    That mean is a log-linear (geometric-mean) combination; the searches normalise scores themselves
+    (``beam_search`` takes ``log_softmax`` of them, ``sample`` a softmax, greedy the argmax), so they
+    decode from the renormalised product of the models' distributions.  The state is an
+    ``EnsembleState`` of the models' states (``None`` for all-fresh).  One model given twice decodes
+    as that model alone.
+    """
+    steps = list(steps)
+    if not steps:
+        raise ConfigError("an ensemble needs at least one model")
+
+    def step(tokens: Tensor, state: Any) -> Tuple[Tensor, EnsembleState]:
+        states = [None] * len(steps) if state is None else list(state)
+        if len(states) != len(steps):
+            raise ValueError(f"ensemble_step: {len(steps)} models but a state of {len(states)}")
+        log_probs, new = None, []
+        for fn, s in zip(steps, states):
+            logits, s = fn(tokens, s)  # (B, t, V)
+            lp = logits.float().log_softmax(-1)
+            if log_probs is not None and lp.shape != log_probs.shape:
+                raise ValueError(f"ensemble_step: the models score {tuple(log_probs.shape)} and "
+                                 f"{tuple(lp.shape)}: they must share a vocabulary")
+            log_probs = lp if log_probs is None else log_probs + lp
+            new.append(s)
+        return log_probs / len(steps), EnsembleState(new)  # (B, t, V)
+
+    return step

@@ -57,9 +57,18 @@ class TokenNLL(Metric):
 
     ``update(total_nats, num_tokens)`` takes the pair ``losses.sequence_nll``
     returns.  ``compute()`` gives ``loss`` (nats per token), ``perplexity``
-    (``exp(loss)``), ``bpc`` (``loss / ln 2``: bits per token, which is bits per
-    character for a character model) and ``tokens``.
+    (``exp(loss)``), bits per token (``loss / ln 2``) and ``tokens``.  The bits are
+    named for the token: ``bpc`` (bits per character, the default) or, with
+    ``unit="word"``, ``bpw`` (bits per word); ``unit="token"`` gives ``bpt``.
     """
+
+    BITS = {"char": "bpc", "word": "bpw", "token": "bpt"}
+
+    def __init__(self, unit: str = "char") -> None:
+        if unit not in self.BITS:
+            raise ValueError(f"unit must be one of {sorted(self.BITS)}; got {unit!r}")
+        self.bits_key = self.BITS[unit]
+        super().__init__()
 
     def reset(self) -> None:
         self.total = 0.0  # summed nats (a Python float: double precision)
@@ -84,7 +93,7 @@ class TokenNLL(Metric):
         return {
             "loss": loss,
             "perplexity": perplexity,
-            "bpc": loss / math.log(2),
+            self.bits_key: loss / math.log(2),
             "tokens": self.count,
         }
 
@@ -385,6 +394,10 @@ class ErrorRates(Metric):
     Scoring follows Yao & Zweig (2015): for each word the reference closest to the
     hypothesis (least ``edit_distance``) is used; ties go to the shorter reference (the
     larger denominator would flatter PER), then to the one listed first.
+
+    In formulas, over words ``w`` with hypothesis ``h_w`` and references ``R_w``, the chosen
+    reference ``r_w = argmin_{r in R_w} (ED(h_w, r), len(r))``:
+    ``WER = #{w : ED(h_w, r_w) > 0} / #words`` and ``PER = sum_w ED(h_w, r_w) / sum_w len(r_w)``.
 
     * ``wer``: fraction of words whose hypothesis equals no reference exactly (closest
       distance > 0);

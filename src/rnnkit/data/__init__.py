@@ -48,14 +48,16 @@ from rnnkit.data.conll import (
 from rnnkit.data.parallel import (
     LengthReport,
     Pair,
+    drop_stress,
     filter_by_length,
+    has_stress,
     read_cmudict,
     read_parallel,
     read_parallel_tsv,
     split_items,
 )
 from rnnkit.data.splits import stratified_kfold, stratified_split
-from rnnkit.data.text import BUNDLED, bundled_path, read_text, split_text
+from rnnkit.data.text import BUNDLED, bundled_path, read_text, split_lines, split_text
 
 __all__ = [
     "BUNDLED",
@@ -70,7 +72,9 @@ __all__ = [
     "bio_to_bioes",
     "bioes_to_bio",
     "bundled_path",
+    "drop_stress",
     "filter_by_length",
+    "has_stress",
     "iob1_to_bio",
     "read_classification",
     "read_cmudict",
@@ -85,6 +89,7 @@ __all__ = [
     "read_text",
     "read_tokens",
     "split_items",
+    "split_lines",
     "split_text",
     "stratified_kfold",
     "stratified_split",

@@ -241,15 +241,21 @@ _PHONE = re.compile(r"[A-Z]+[012]?")  # ARPAbet, with an optional stress digit
 _COMMENT = re.compile(r"\s#")  # a trailing "# comment" (a word never holds " #")
 
 
-def read_cmudict(path: str | os.PathLike[str], encoding: str = "utf-8") -> dict[str, list[list[str]]]:
+def read_cmudict(path: str | os.PathLike[str], encoding: str = "utf-8", *,
+                 lower: bool = False) -> dict[str, list[list[str]]]:
     """CMUdict pronunciations: each word maps to its pronunciations, each a list of ARPAbet phones.
 
-    One pronunciation per line, ``word PH1 PH2 ...``; ``word(2)``, ``word(3)``
-    add further pronunciations to ``word``.  Stress digits are kept
-    (``["K", "AE1", "T"]``); trailing ``# comments``, comment lines (``;;;`` or
-    ``#``) and blank lines are skipped.  Words keep the file's order and
-    pronunciations their order in it.  ``DataError`` naming file and line for a word without
-    phones or a phone that is not capitals with an optional stress digit 0-2.
+    One pronunciation per line, ``word PH1 PH2 ...`` (any whitespace between the
+    fields: the 0.7b files put two spaces after the word); ``word(2)``,
+    ``word(3)`` add further pronunciations to ``word``, and so does a word
+    repeated on another line (the test split's way of listing variants).
+    ``lower=True`` lower-cases the words, so ``CAT`` and ``cat`` are one word
+    (the releases differ in case).  Stress digits are kept
+    (``["K", "AE1", "T"]``; see :func:`drop_stress`); trailing ``# comments``,
+    comment lines (``;;;`` or ``#``) and blank lines are skipped.  Words keep the
+    file's order and pronunciations their order in it.  ``DataError`` naming file
+    and line for a word without phones or a phone that is not capitals with an
+    optional stress digit 0-2.
     """
     file = Path(path)
     text = _read_decoded(file, encoding, expected="one word and its phones per line")
@@ -260,6 +266,8 @@ def read_cmudict(path: str | os.PathLike[str], encoding: str = "utf-8") -> dict[
             continue
         fields = _COMMENT.split(stripped, maxsplit=1)[0].split()
         word, phones = _VARIANT.sub("", fields[0]), fields[1:]
+        if lower:
+            word = word.lower()
         if not word or not phones:
             raise DataError(
                 f"{file}, line {line}: {fields[0]!r} has no phones; expected a word then its phones, "
@@ -275,6 +283,32 @@ def read_cmudict(path: str | os.PathLike[str], encoding: str = "utf-8") -> dict[
     if not entries:
         raise DataError(f"{file}: no entries, only comments; expected one word and its phones per line")
     return entries
+
+
+def has_stress(entries: dict[str, list[list[str]]]) -> bool:
+    """Whether any phone of ``entries`` carries a stress digit (``AH0``, ``EY1``)."""
+    return any(ph[-1:].isdigit() for prons in entries.values() for p in prons for ph in p)
+
+
+def drop_stress(entries: dict[str, list[list[str]]]) -> tuple[dict[str, list[list[str]]], int]:
+    """``entries`` with the stress digits removed (``AH0`` -> ``AH``), and how many pronunciations that merged.
+
+    Two pronunciations of a word that differ only in stress become one (the
+    first keeps its place); the count says how many were merged away, so a
+    caller can report it.  Words keep their order.
+    """
+    out: dict[str, list[list[str]]] = {}
+    merged = 0
+    for word, prons in entries.items():
+        kept: list[list[str]] = []
+        for p in prons:
+            bare = [ph.rstrip("012") for ph in p]
+            if bare in kept:
+                merged += 1
+            else:
+                kept.append(bare)
+        out[word] = kept
+    return out, merged
 
 
 # -- a fixed split ----------------------------------------------------------------

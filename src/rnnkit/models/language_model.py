@@ -21,6 +21,7 @@ from rnnkit.nn import CELL_NAMES, Dropout, Recurrent, State
 from rnnkit.nn.recurrent import BACKENDS
 from rnnkit.options import opt, validate
 from rnnkit.nn.onednn import Linear
+from rnnkit.options import opt
 
 
 @dataclass
@@ -38,6 +39,8 @@ class LanguageModelConfig:
     num_labels: int = opt(0, derived=True, ge=0, help="> 0: condition every step on a class label (one-to-many)")
     label_size: int = opt(16, cli=False, ge=1, help="size of the label embedding when num_labels > 0")
     backend: str = opt("fused", choices=BACKENDS, help="fused torch kernels or rnnkit's cells step by step")
+    locked_dropout: bool = opt(False, help="variational dropout: one mask per sequence, shared over time, on "
+                                           "the embeddings, between layers and before the output layer")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -76,8 +79,8 @@ class LanguageModel(nn.Module):
             in_size += c.label_size
         self.rnn = Recurrent(c.cell, in_size, c.hidden_size, num_layers=c.num_layers,
                              dropout=c.dropout if c.num_layers > 1 else 0.0,  # between layers only
-                             backend=c.backend, bias=c.bias)
-        self.drop = Dropout(c.dropout)
+                             backend=c.backend, bias=c.bias, locked_dropout=c.locked_dropout)
+        self.drop = Dropout(c.dropout, locked=c.locked_dropout)  # (B, T, F) inputs: locked over T
         self.out = Linear(c.hidden_size, c.vocab_size, bias=c.bias)
         if c.tie_weights:
             if self.embedding is None or c.embedding_size != c.hidden_size:

@@ -212,11 +212,26 @@ class Tagger(nn.Module):
         return [row[:n] for row, n in zip(best, mask.sum(1).tolist())]
 
     @torch.inference_mode()
-    def loss_and_predict(self, batch) -> tuple[LossOutput, list[list[int]]]:
-        """``loss(batch)`` and ``predict`` of the same batch from one pass of the network (evaluation)."""
+    def loss_and_predict(self, batch, known: Optional[Tensor] = None) -> tuple[LossOutput, list[list[int]]]:
+        """``loss(batch)`` and ``predict`` of the same batch from one pass of the network (evaluation).
+
+        ``known`` ``(B, T)`` bool, False where the gold tag is one the model has no output for (an id
+        ``>= num_tags``; evaluation data may hold tags training lacked): the loss leaves those tokens out
+        (softmax), or the sentences that hold one (CRF, whose loss is per sentence); its count says how
+        many tokens it covers.  Predictions cover every token."""
         lengths, mask = self._check_inputs(batch.inputs, batch.lengths, batch.mask, batch.chars)
         emissions = self._emissions(batch.inputs, lengths, mask, batch.chars)  # (B, T, K)
-        return self._loss_from(emissions, batch.targets, mask), self._decode(emissions, mask)
+        predicted = self._decode(emissions, mask)
+        if known is None:
+            return self._loss_from(emissions, batch.targets, mask), predicted
+        targets = batch.targets.masked_fill(~known, 0)  # (B, T): unknown gold never indexes an output
+        if self.crf is None:
+            total, count = sequence_nll(emissions, targets, mask & known)
+            return LossOutput(total, count, None), predicted
+        whole = ~(mask & ~known).any(1)  # (B,): sentences without an unknown gold tag
+        if not bool(whole.any()):
+            return LossOutput(emissions.new_zeros(()), torch.zeros((), dtype=torch.long), None), predicted
+        return self._loss_from(emissions[whole], targets[whole], mask[whole]), predicted
 
     @torch.inference_mode()
     def predict(self, inputs: Tensor, lengths: Optional[Tensor] = None, mask: Optional[Tensor] = None,

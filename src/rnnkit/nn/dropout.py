@@ -27,17 +27,39 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
-class Dropout(nn.Module):
-    """:func:`dropout` as a module (active in training mode only), like ``torch.nn.Dropout``."""
+def locked_dropout(x: Tensor, p: float, training: bool = True, time_dim: int = 1) -> Tensor:
+    """Variational ("locked") dropout: one mask per sequence, the same at every time step.
 
-    def __init__(self, p: float = 0.5) -> None:
+    The mask has ``x``'s shape with size 1 along ``time_dim`` (``(B, 1, F)`` for a batch-first
+    ``(B, T, F)``), so a unit dropped for a sequence stays dropped over all its steps (Gal &
+    Ghahramani 2016; the AWD-LSTM's input, output and between-layer dropout).  Kept units are
+    scaled by ``1 / (1 - p)``; identity when not training or ``p == 0``.
+    """
+    if not training or p == 0.0:
+        return x
+    shape = list(x.shape)
+    shape[time_dim] = 1
+    if p >= 1.0:
+        return x * 0.0
+    keep = torch.rand(shape, device=x.device).ge_(p)  # (B, 1, F) for batch-first input
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+class Dropout(nn.Module):
+    """:func:`dropout` as a module (active in training mode only), like ``torch.nn.Dropout``;
+    with ``locked=True``, :func:`locked_dropout` over batch-first ``(B, T, ...)`` input."""
+
+    def __init__(self, p: float = 0.5, locked: bool = False) -> None:
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"dropout probability must be in [0, 1], got {p}")
         self.p = p
+        self.locked = locked
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.locked:
+            return locked_dropout(x, self.p, self.training, time_dim=1)
         return dropout(x, self.p, self.training)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}" + (", locked" if self.locked else "")

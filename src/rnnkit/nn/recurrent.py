@@ -60,6 +60,7 @@ class Recurrent(nn.Module):
         dropout: float = 0.0,
         backend: str = "fused",
         bias: bool = True,
+        locked_dropout: bool = False,
     ) -> None:
         super().__init__()
         self.mode = canonical_mode(mode)
@@ -77,6 +78,7 @@ class Recurrent(nn.Module):
         self.bidirectional = bool(bidirectional)
         self.num_directions = 2 if bidirectional else 1
         self.dropout = float(dropout)
+        self.locked_dropout = bool(locked_dropout)  # one mask per sequence between layers, shared over time
         self.bias = bias
         self.backend = backend  # validated by the property setter
 
@@ -152,7 +154,7 @@ class Recurrent(nn.Module):
         if self.bidirectional:
             s += ", bidirectional=True"
         if self.dropout:
-            s += f", dropout={self.dropout}"
+            s += f", dropout={self.dropout}" + (" (locked)" if self.locked_dropout else "")
         if not self.bias:
             s += ", bias=False"
         return s + f", backend={self.backend!r}"
@@ -282,6 +284,8 @@ class Recurrent(nn.Module):
         by_layer = self._drops_between_layers(x)
         if lengths is None and by_layer:
             return self._forward_fused_by_layer(x, state)
+        if lengths is not None and by_layer and self.locked_dropout:
+            return self._forward_reference(x, lengths, state)  # a packed layer output has no time axis to lock
         fn = _FUSED[self.mode]
         args = (self._flat_weights(), self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
         if lengths is None:
@@ -314,14 +318,19 @@ class Recurrent(nn.Module):
         """
         if not (self.training and self.dropout > 0 and self.num_layers > 1):
             return False
+        if self.locked_dropout:
+            return True  # the stacked kernel's dropout draws a new mask at every step
         if x.device.type == "cpu" and not dropout_impl.USE_TORCH:
             return True
         return torch.are_deterministic_algorithms_enabled()
 
-    def _between_layers(self, x: Tensor, layer: int) -> Tensor:
-        """Layer ``layer``'s output on its way to the next layer: dropout while training, none after the last."""
+    def _between_layers(self, x: Tensor, layer: int, time_dim: int = 1) -> Tensor:
+        """Layer ``layer``'s output on its way to the next layer: dropout while training, none after the last.
+        Locked dropout draws one mask per sequence, shared along ``time_dim`` (1: ``(B, T, F)``)."""
         if layer == self.num_layers - 1 or not self.training:
             return x
+        if self.locked_dropout:
+            return dropout_impl.locked_dropout(x, self.dropout, time_dim=time_dim)
         return dropout_impl.dropout(x, self.dropout)
 
     def _forward_fused_padded(self, x: Tensor, lengths: Tensor, state: State) -> Tensor:
@@ -421,7 +430,7 @@ class Recurrent(nn.Module):
                 outs.append(out)
                 finals.append(out[0] if direction == 1 else out[-1])  # (B, H)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (T, B, D*H)
-            layer_in = self._between_layers(layer_in, layer)
+            layer_in = self._between_layers(layer_in, layer, time_dim=0)
         if keep is not None:
             layer_in = layer_in.masked_fill(~keep.unsqueeze(2), 0.0)  # zeros at pads
         return layer_in.transpose(0, 1), State(torch.stack(finals))  # (B, T, D*H), (L*D, B, H)

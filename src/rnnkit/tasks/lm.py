@@ -1,8 +1,16 @@
-"""The language-model task: text -> char/word stream -> LanguageModel -> nats, perplexity, bpc.
+"""The language-model task: text -> char/word stream -> LanguageModel -> nats, perplexity, bits per token.
 
 Two data shapes:
 * a text file (default: the bundled Tiny Shakespeare) read as one contiguous
-  stream for truncated BPTT, the last ``valid_fraction`` held out;
+  stream for truncated BPTT, the last ``valid_fraction`` held out, or a corpus
+  that comes as three files (``--data train.txt --valid valid.txt --test
+  test.txt``: one sentence per line, tokenised, rare words already ``<unk>``).
+  Word-level streams end every line with an end-of-line token (``<eos>``, the
+  word corpora's convention; ``eol``), which counts as a token everywhere.  A
+  test file is scored once with the best weights at the end of training, as the
+  literature scores it: perplexity per token over every token of the file,
+  end-of-line tokens included, the recurrent state carried across lines from
+  the first token to the last (``score_stream``);
 * a folder of ``*.txt`` files, one class per file and one sequence per line
   (the names-by-language data): the model is conditioned on the class label and
   generates a whole sequence for a label (one-to-many).
@@ -23,6 +31,7 @@ from rnnkit.errors import ConfigError, DataError
 from rnnkit.options import encoding, opt, validate
 from rnnkit.metrics import TokenNLL
 from rnnkit.models import LanguageModel, LanguageModelConfig
+from rnnkit import checkpoint as ckpt
 from rnnkit import distributed
 from rnnkit.tasks.runs import best_metric, main_log, model_device, on_main, open_run, prepare_run_dir, run_config, start_run
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
@@ -30,6 +39,7 @@ from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+EOL = EOS  # the end-of-line token of word streams: <eos>, as the word-level corpora write it
 
 
 @dataclass
@@ -43,9 +53,21 @@ class LMDataConfig:
     lower: bool = opt(False, help="lower-case the text before tokenising")
     seq_len: int = opt(128, ge=1, help="truncated-BPTT window in tokens (stream data)")
     min_freq: int = opt(1, ge=1, help="tokens rarer than this in training become <unk>")
+    valid: Optional[str] = opt(None, help="validation text file (instead of holding out --valid-fraction of "
+                                          "--data)")
+    test: Optional[str] = opt(None, help="test text file, scored once with the best weights at the end: "
+                                         "perplexity over every token, state carried across lines")
+    eol: Optional[bool] = opt(None, help="end every line with an end-of-line token <eos> that the model predicts "
+                                         "[word: yes; char: no, a newline is a character already]")
+    unk_token: str = opt(UNK, help="the corpus's own unknown-word token, used as the vocabulary's")
 
     def __post_init__(self) -> None:
         validate(self)
+
+
+def uses_eol(cfg: LMDataConfig) -> bool:
+    """Whether lines end with the end-of-line token: ``eol``, or by default for word streams only."""
+    return cfg.eol if cfg.eol is not None else cfg.tokenizer == "word"
 
 
 @dataclass
@@ -70,6 +92,21 @@ class GenerateOptions(Sampling):
 
 def _tokenizer(cfg: LMDataConfig):
     return make_tokenizer(cfg.tokenizer, **({"lower": cfg.lower} if cfg.tokenizer == "word" else {}))
+
+
+def stream_tokens(text: str, tok, eol: bool, last_line_ends: bool = True) -> list[str]:
+    """The tokens of ``text`` as one stream: with ``eol``, each line's tokens then the end-of-line token
+    (the last line gets one too unless ``last_line_ends`` is False: a prime that stops mid-line);
+    without, the tokenizer's tokens of the whole text."""
+    if not eol:
+        return tok.tokenize(text)
+    lines = text.splitlines()
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        out += tok.tokenize(line)
+        if last_line_ends or i < len(lines) - 1 or text.endswith(("\n", "\r")):
+            out.append(EOL)
+    return out
 
 
 def _read(path: Path, cfg: LMDataConfig) -> str:
@@ -105,15 +142,45 @@ def _split_labelled(data: dict[str, list[str]], fraction: float, seed: int):
     return train, valid
 
 
-def evaluate_batches(model, batches) -> dict[str, float]:
-    """Token-weighted NLL over one pass, carrying state along a stream."""
-    meter, carry = TokenNLL(), None
+def _unit(cfg: LMDataConfig) -> str:
+    return "word" if cfg.tokenizer == "word" else "char"
+
+
+def evaluate_batches(model, batches, unit: str = "char") -> dict[str, float]:
+    """Token-weighted NLL over one pass, carrying state along a stream; bits named for ``unit``."""
+    meter, carry = TokenNLL(unit), None
     device = model_device(model)
     for batch in batches.epoch_batches():
         out = model.loss(batch.to(device), carry)
         carry = out.carry
         meter.update(out.loss, out.num_tokens)
     return meter.compute()
+
+
+def start_id(vocab: Vocab, eol: bool) -> Optional[int]:
+    """The token a stream is read after: the end-of-line token (or a newline character), as if a line had
+    just ended; None when the vocabulary has neither."""
+    for token in ((EOL, "\n") if eol else ("\n",)):
+        if token in vocab:
+            return vocab[token]
+    return None
+
+
+def score_stream(model, ids: torch.Tensor, seq_len: int, start: Optional[int], unit: str = "char") -> dict[str, Any]:
+    """NLL, perplexity and bits per token of a whole stream ``ids (N,)``, read as the literature reads a test
+    file: one lane, the recurrent state carried from the first token to the last (across lines), every
+    token scored (end-of-line tokens included).  The first token is predicted after ``start`` (the
+    end-of-line token: as if a line had just ended); with ``start`` None it is context only, not scored.
+    Perplexity is ``exp`` of the mean NLL over the scored tokens."""
+    stream = ids if start is None else torch.cat([ids.new_tensor([start]), ids])  # (N + 1,)
+    if stream.numel() < 2:
+        raise DataError("too short to score: a stream needs at least 2 tokens")
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        metrics: dict[str, Any] = evaluate_batches(model, StreamBatches(stream, 1, seq_len), unit)
+    model.train(was_training)
+    return metrics
 
 
 class _Prepared:
@@ -129,7 +196,8 @@ class _Prepared:
             tr, va = _split_labelled(raw, data.valid_fraction, train.seed)
             tr_tok = [self.tok.tokenize(s) for s, _ in tr]
             va_tok = [self.tok.tokenize(s) for s, _ in va]
-            self.vocab = vocab or Vocab.build(tr_tok, specials=[PAD, BOS, EOS], min_freq=data.min_freq, unk=UNK)
+            self.vocab = vocab or Vocab.build(tr_tok, specials=[PAD, BOS, EOS], min_freq=data.min_freq,
+                                              unk=data.unk_token)
             enc = self.vocab.encode
             make = lambda seqs, labels: lm_batch(seqs, self.vocab.pad_id, self.vocab.bos_id,  # noqa: E731
                                                  self.vocab.eos_id, labels)
@@ -142,11 +210,17 @@ class _Prepared:
                             f"{len(self.labels)} labels")
         else:
             self.labels = []
-            text_train, text_valid = split_text(_read(path, data), data.valid_fraction) \
-                if data.valid_fraction > 0 else (_read(path, data), "")
-            tr_tok = self.tok.tokenize(text_train)
-            va_tok = self.tok.tokenize(text_valid)
-            self.vocab = vocab or Vocab.build([tr_tok], min_freq=data.min_freq, unk=UNK)
+            eol = uses_eol(data)
+            if data.valid:
+                text_train, text_valid = _read(path, data), _read(Path(data.valid), data)
+            else:
+                text_train, text_valid = split_text(_read(path, data), data.valid_fraction,
+                                                    at_line=data.tokenizer == "word") \
+                    if data.valid_fraction > 0 else (_read(path, data), "")  # words: never cut one in two
+            tr_tok = stream_tokens(text_train, self.tok, eol)
+            va_tok = stream_tokens(text_valid, self.tok, eol)
+            self.vocab = vocab or Vocab.build([tr_tok], specials=[EOL] if eol else [], min_freq=data.min_freq,
+                                              unk=data.unk_token)
             ids = torch.tensor(self.vocab.encode(tr_tok), dtype=torch.long)
             self.train = StreamBatches(ids, train.batch_size, data.seq_len)
             self.valid = None
@@ -154,17 +228,28 @@ class _Prepared:
                 self.valid = StreamBatches(torch.tensor(self.vocab.encode(va_tok), dtype=torch.long),
                                            train.batch_size, data.seq_len)
             self.summary = (f"{len(tr_tok):,} training and {len(va_tok):,} validation tokens "
-                            f"({path})")
+                            f"({path}{', ' + data.valid if data.valid else ''}"
+                            f"{'; every line ends with ' + EOL if eol else ''})")
             if self.train.dropped_tokens:
                 self.summary += f"; the last {self.train.dropped_tokens} training tokens do not fill a lane"
+            va_tok = [va_tok]  # one sequence: the stream
+        rare = ""
+        if self.vocab.num_dropped_types:
+            rare = (f" ({self.vocab.num_dropped_types:,} training types seen fewer than --min-freq "
+                    f"{data.min_freq} times became {self.vocab.unk})")
         oov = self.vocab.oov_rate(va_tok) if va_tok else 0.0
-        self.summary += f"; vocabulary {len(self.vocab)}, validation OOV rate {oov:.2%}"
+        own = sum(t == self.vocab.unk for seq in va_tok for t in seq)
+        n_va = sum(len(seq) for seq in va_tok)
+        corpus_unk = f", {own / n_va:.2%} the corpus's own {self.vocab.unk}" if own and n_va else ""
+        self.summary += (f"; vocabulary {len(self.vocab):,}{rare}, validation OOV rate {oov:.2%}"
+                         f"{corpus_unk}")
 
 
 def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, train: TrainConfig, *,
              resume: bool = False, overwrite: bool = False, progress: bool = True, sample_length: int = 300,
              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train a language model into run folder ``out``; returns the final validation metrics."""
+    """Train a language model into run folder ``out``; returns the final validation metrics, and with a
+    test file (``data.test``) its scores under ``"test"`` (also in ``out/report.json``)."""
     out = Path(out)
     log = main_log(log)
     resume = start_run(out, resume, overwrite, log)
@@ -182,16 +267,23 @@ def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, tr
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {mcfg.num_layers}-layer {mcfg.cell.upper()}, hidden {mcfg.hidden_size}, "
         f"{n_params:,} parameters")
-    evaluate = (lambda m: evaluate_batches(m, prep.valid)) if prep.valid is not None else None
-    trainer = Trainer(model, train, prep.train, evaluate=evaluate, run_dir=out, progress=progress, log=log)
+    unit = _unit(data)
+    valid_fn = (lambda m: evaluate_batches(m, prep.valid, unit)) if prep.valid is not None else None
+    trainer = Trainer(model, train, prep.train, evaluate=valid_fn, run_dir=out, progress=progress, log=log)
     t0 = time.perf_counter()
     history = trainer.fit(resume=resume)
     log(f"trained {trainer.step} steps in {time.perf_counter() - t0:.0f} s; run folder: {out}")
     final = {k[len('valid_'):]: v for k, v in history[-1].items() if k.startswith("valid_")} if history else {}
+    if data.test and not prep.labels and distributed.is_main():
+        scores = evaluate(out, data.test, data.encoding)  # the best weights, read back as any user would
+        final["test"] = scores
+        ckpt.save_json(out / "report.json", {"split": "test", **scores})
+        log(f"test ({data.test}): perplexity {scores['perplexity']:.2f}, "
+            f"{scores[TokenNLL.BITS[unit]]:.4f} bits/{unit} over all {scores['tokens']:,} tokens"
+            f"{' (end-of-line tokens included)' if uses_eol(data) else ''}, state carried across lines")
     if sample_length > 0 and distributed.is_main():
         label = prep.labels[0] if prep.labels else None
-        for text in generate(out, prime="" if prep.labels else "\n", length=sample_length,
-                             temperature=0.8, seed=train.seed, label=label):
+        for text in generate(out, prime=None, length=sample_length, temperature=0.8, seed=train.seed, label=label):
             log(("sample" + (f" ({label})" if label else "") + ":\n") + text)
     return final
 
@@ -216,7 +308,7 @@ CLI_WORDING = {
 
 def check_known(tokens: Sequence[str], vocab: Vocab, say: dict[str, str]) -> None:
     """``ConfigError`` (worded by ``say["unknown_tokens"]``) naming the tokens ``vocab`` lacks."""
-    unknown = sorted({t for t in tokens if t not in vocab or t == UNK})
+    unknown = sorted({t for t in tokens if t not in vocab or t == vocab.unk})
     if unknown:
         raise ConfigError(say["unknown_tokens"].format(count=len(unknown),
                                                        tokens=", ".join(repr(t) for t in unknown[:10])))
@@ -240,10 +332,11 @@ def label_index(config: dict[str, Any], label: Optional[str], say: dict[str, str
 def generate(run: str | Path, *, prime: Optional[str] = None, length: int = 200, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
              num_samples: int = 1, label: Optional[str] = None) -> list[str]:
-    """Sample ``num_samples`` continuations of ``prime`` (in one batch) from a trained run; with no
-    ``prime``, from the start of a line (a label-conditioned model: from its start token)."""
-    if prime is None:
-        prime = "" if label else "\n"
+    """Sample ``num_samples`` continuations of ``prime`` (in one batch) from a trained run.
+
+    ``prime`` None (or only whitespace, such as a newline a word tokenizer drops) starts a new line: after
+    the end-of-line token or the newline character (a vocabulary with neither: after its most frequent
+    token); an empty string asks to continue nothing, an error for a model without labels."""
     validate_sampling(temperature, top_k, top_p)
     if length < 1 or num_samples < 1:
         raise ConfigError("length and num_samples must be >= 1")
@@ -251,7 +344,7 @@ def generate(run: str | Path, *, prime: Optional[str] = None, length: int = 200,
                          top_p=top_p, seed=seed, num_samples=num_samples, label=label)
 
 
-def generate_from(opened: tuple, *, prime: str = "", length: int = 200, temperature: float = 1.0,
+def generate_from(opened: tuple, *, prime: Optional[str] = None, length: int = 200, temperature: float = 1.0,
                   top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
                   num_samples: int = 1, label: Optional[str] = None,
                   wording: Optional[dict[str, str]] = None) -> list[str]:
@@ -263,7 +356,11 @@ def generate_from(opened: tuple, *, prime: str = "", length: int = 200, temperat
     if length < 1 or num_samples < 1:
         raise ConfigError("length and num_samples must be >= 1")
     config, model, vocab, tok, data = opened
-    prime_tokens = tok.tokenize(prime.lower() if data.lower else prime)
+    eol = run_eol(data, vocab)
+    no_prime = prime is None or (prime != "" and not prime.strip())  # None, or a newline: start a line
+    text = "" if prime is None else prime.lower() if data.lower else prime
+    prime_tokens = stream_tokens(text, tok, eol, last_line_ends=False) if not config.get("labels") \
+        else tok.tokenize(text)
     check_known(prime_tokens, vocab, say)
     index = label_index(config, label, say)  # None: a model without labels
     lab = None
@@ -271,9 +368,17 @@ def generate_from(opened: tuple, *, prime: str = "", length: int = 200, temperat
         lab = torch.full((num_samples,), index, dtype=torch.long)
         prime_ids = [vocab.bos_id, *vocab.encode(prime_tokens)]
     else:
-        if not prime_tokens:
+        # a word stream reads the prime as the start of a line, after the end-of-line token; no prime (or
+        # a newline that a word tokenizer drops) starts from that token, or from a newline character
+        start = start_id(vocab, eol)
+        context: list[int] = []
+        if start is not None and ((eol and prime_tokens[:1] != [EOL]) or (no_prime and not prime_tokens)):
+            context = [start]
+        elif no_prime and not prime_tokens:  # no line breaks in the vocabulary: its most frequent token
+            context = [next(i for i, t in enumerate(vocab.tokens) if t not in (vocab.unk, PAD, BOS, EOS))]
+        if prime == "" or not (prime_tokens or context):
             raise ConfigError(say["empty_prime"].format())
-        prime_ids = vocab.encode(prime_tokens)
+        prime_ids = context + vocab.encode(prime_tokens)
     prime_t = torch.tensor(prime_ids, dtype=torch.long).expand(num_samples, -1)  # (N, P)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     step = (lambda tokens, state: model.step(tokens, state, lab)) if lab is not None else model.step
@@ -283,29 +388,51 @@ def generate_from(opened: tuple, *, prime: str = "", length: int = 200, temperat
     for row in ids.tolist():
         if index is not None and vocab.eos_id in row:
             row = row[: row.index(vocab.eos_id)]
-        texts.append(tok.detokenize(prime_tokens + vocab.decode(row)))
+        texts.append(_detokenize(tok, prime_tokens + vocab.decode(row), eol))
     return texts
+
+
+def _detokenize(tok, tokens: list[str], eol: bool) -> str:
+    """Text of a stream's tokens: end-of-line tokens become newlines."""
+    if not eol:
+        return tok.detokenize(tokens)
+    lines, line = [], []
+    for t in tokens:
+        if t == EOL:
+            lines.append(tok.detokenize(line))
+            line = []
+        else:
+            line.append(t)
+    return "\n".join(lines + [tok.detokenize(line)])
+
+
+def run_eol(data: LMDataConfig, vocab: Vocab) -> bool:
+    """Whether a trained run's lines end with the end-of-line token (a run made before ``eol`` existed
+    has none in its vocabulary, whatever the default now says)."""
+    return uses_eol(data) and EOL in vocab
 
 
 def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
              batch_size: int = 64) -> dict[str, Any]:
-    """Nats per token, perplexity and bits per token of a trained run on a text file (all of it)."""
+    """Nats per token, perplexity and bits per token (``bpc`` for characters, ``bpw`` for words) of a
+    trained run on a text file, all of it: one stream, the state carried across lines from the first token
+    to the last, every token scored (the first after an end-of-line token; end-of-line tokens included) —
+    how the word-level literature scores a test file (see ``score_stream``).  ``batch_size`` is the
+    sequences per batch of a label-conditioned run."""
     config, model, vocab, tok, data = load_run(run)
     if config.get("labels"):
         return _evaluate_labelled(model, vocab, tok, data, config["labels"], data_path, encoding, batch_size)
     path = Path(data_path) if data_path else bundled_path("tinyshakespeare")
     text = read_text(path, encoding or data.encoding)
-    tokens = tok.tokenize(text.lower() if data.lower and data.tokenizer == "char" else text)
+    eol = run_eol(data, vocab)
+    tokens = stream_tokens(text.lower() if data.lower and data.tokenizer == "char" else text, tok, eol)
     ids = torch.tensor(vocab.encode(tokens), dtype=torch.long)
-    if ids.numel() < 2:
+    start = start_id(vocab, eol)
+    if ids.numel() + (start is not None) < 2:
         raise DataError(f"{path}: too short to evaluate (needs at least 2 tokens)")
-    lanes = max(1, min(batch_size, ids.numel() // (data.seq_len + 1)))
-    batches = StreamBatches(ids, lanes, data.seq_len)
-    with torch.inference_mode():
-        metrics = evaluate_batches(model, batches)
+    metrics = score_stream(model, ids, data.seq_len, start, _unit(data))
     metrics.update({"file": str(path), "oov_rate": vocab.oov_rate([tokens]),
-                    "tokens_scored": int(metrics.get("tokens", 0)),
-                    "tokens_not_scored": batches.dropped_tokens + lanes})
+                    "tokens_scored": int(metrics["tokens"]), "tokens_not_scored": len(tokens) - int(metrics["tokens"])})
     return metrics
 
 
@@ -326,7 +453,7 @@ def _evaluate_labelled(model, vocab: Vocab, tok, data: LMDataConfig, labels: lis
     batches = SequenceBatches(seqs, batch_size, labels=labs, shuffle=False,
                               make_batch=lambda s, l: lm_batch(s, vocab.pad_id, vocab.bos_id, vocab.eos_id, l))
     with torch.inference_mode():
-        metrics = evaluate_batches(model, batches)
+        metrics = evaluate_batches(model, batches, _unit(data))
     metrics.update({"file": str(data_path), "sequences": len(seqs),
                     "oov_rate": vocab.oov_rate(tok.tokenize(line) for lines in raw.values() for line in lines)})
     return metrics

@@ -2,8 +2,13 @@
 
 Data comes as two line-aligned files, one TSV file, or CMUdict (``--format
 cmudict``: spelling -> phonemes, split 90/5/5 over distinct words with a seed;
-a word's every pronunciation is an acceptable answer).  Each side is tokenised
-(char, word or BPE) with its own vocabulary, or one shared vocabulary.
+a word's every pronunciation is an acceptable answer).  CMUdict can also be
+scored on a fixed test split (``--test``, e.g. the 0.7b test split the G2P
+literature reports on): its words leave training, and validation is held out
+of the rest by word; ``--drop-stress`` removes stress digits on both sides.
+Each side is tokenised (char, word or BPE) with its own vocabulary, or one
+shared vocabulary.  Several runs decode as one ensemble (``Translator([run,
+run, ...])``, ``evaluate([...])``): the mean of their log-probabilities.
 
 Translations are scored with sacreBLEU's BLEU and chrF on detokenised text;
 pronunciations by word and phoneme error rates.  Validation scores are
@@ -22,13 +27,17 @@ import torch
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.batching import SequenceBatches, seq2seq_batch
-from rnnkit.data import Pair, filter_by_length, read_cmudict, read_parallel, read_parallel_tsv, split_items
-from rnnkit.decoding import MAX_BEAM, Sampling, beam_search, greedy_search, generate
+from rnnkit.data import (Pair, drop_stress, filter_by_length, has_stress, read_cmudict, read_parallel,
+                         read_parallel_tsv, split_items)
+from rnnkit.decoding import MAX_BEAM, EnsembleState, Sampling, beam_search, ensemble_step, greedy_search, generate
 from rnnkit.options import encoding, fractions, opt, validate
 from rnnkit.errors import ConfigError, DataError
+from rnnkit.losses import sequence_nll
 from rnnkit.metrics import ErrorRates, TokenNLL, TranslationMetrics
 from rnnkit.models import Seq2Seq, Seq2SeqConfig
-from rnnkit.tasks.runs import best_metric, fit_best, main_log, model_device, on_main, open_run, prepare_run_dir, run_config, start_run
+from rnnkit.models.language_model import LossOutput
+from rnnkit.tasks.runs import (best_metric, fit_best, main_log, model_device, on_main, open_run, prepare_run_dir,
+                               run_config, start_run)
 from rnnkit.tokenizers import make_tokenizer, tokenizer_from_config
 from rnnkit.trainer import TrainConfig, Trainer
 from rnnkit.vocab import Vocab
@@ -44,7 +53,8 @@ class Seq2SeqDataConfig:
     train: Optional[str] = opt(None, help="a TSV file (source<TAB>target), or the cmudict.dict file "
                                           "(instead of --train-src/--train-tgt)")
     valid: Optional[str] = opt(None, help="TSV validation file")
-    test: Optional[str] = opt(None, help="TSV test file")
+    test: Optional[str] = opt(None, help="TSV test file; with --format cmudict, a pronouncing dictionary whose "
+                                         "words leave training (e.g. the standard cmudict-0.7b.test)")
     train_src: Optional[str] = opt(None, help="training source file (one sentence per line)")
     train_tgt: Optional[str] = opt(None, help="training target file, line-aligned with --train-src")
     valid_src: Optional[str] = opt(None, help="validation source file (early stopping on BLEU / WER)")
@@ -72,6 +82,8 @@ class Seq2SeqDataConfig:
     length_penalty: float = opt(1.0, ge=0, le=10, help="GNMT length penalty alpha; 0 for raw log-probability")
     max_len_ratio: float = opt(2.0, gt=0, le=100, help="output limit: ratio x source length + --max-len-extra")
     max_len_extra: int = opt(10, ge=0, le=10_000, help="output limit: tokens beyond the ratio")
+    drop_stress: bool = opt(False, help="cmudict: remove the stress digits from the phonemes of every file "
+                                        "(AH0 -> AH), as the standard test split has none")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -132,31 +144,94 @@ def _pairs_split(pairs: Sequence[Pair]) -> Split:
     return Split([p.src for p in pairs], [p.tgt for p in pairs])
 
 
-def read_splits(cfg: Seq2SeqDataConfig) -> tuple[Split, Optional[Split], Optional[Split]]:
-    """Train, validation and test splits as configured (validation/test may be None)."""
+def _split_fractions(cfg: Seq2SeqDataConfig) -> tuple[float, float, float]:
+    try:
+        fractions = tuple(float(f) for f in cfg.split.split(","))
+    except ValueError:
+        fractions = ()
+    if len(fractions) != 3:
+        raise ConfigError(f"--split must be three fractions like 0.9,0.05,0.05, got {cfg.split!r}")
+    return fractions  # type: ignore[return-value]
+
+
+def read_pronunciations(path: str, cfg: Seq2SeqDataConfig) -> tuple[dict[str, list[list[str]]], int]:
+    """A pronouncing dictionary as a run reads it: words lower-cased (the releases differ in case), stress
+    digits removed with ``cfg.drop_stress``; and how many pronunciations that removal merged."""
+    entries = read_cmudict(path, cfg.encoding, lower=True)
+    if not cfg.drop_stress:
+        return entries, 0
+    return drop_stress(entries)
+
+
+def _check_stress(train: dict, train_path: str, other: dict, other_path: str) -> None:
+    """``ConfigError`` when one file marks stress and the other does not (without --drop-stress)."""
+    a, b = has_stress(train), has_stress(other)
+    if a != b:
+        marked, bare = (train_path, other_path) if a else (other_path, train_path)
+        raise ConfigError(f"{marked} marks stress (phonemes like AH0, EY1) but {bare} does not: the two cannot "
+                          "be scored against each other; pass --drop-stress to remove the stress digits from both")
+
+
+def _cmudict_split(entries: dict[str, list[list[str]]], words: list[str], expand: bool) -> Split:
+    """The pairs of ``words``: one per pronunciation (``expand``, training) or one per word, every
+    pronunciation of a word among its references."""
+    src, tgt, refs = [], [], []
+    for w in words:
+        prons = [" ".join(p) for p in entries[w]]
+        for p in (prons if expand else prons[:1]):
+            src.append(w)
+            tgt.append(p)
+            refs.append(prons)
+    return Split(src, tgt, refs)
+
+
+def _read_cmudict_splits(cfg: Seq2SeqDataConfig, log: Callable[[str], None]
+                         ) -> tuple[Split, Optional[Split], Optional[Split]]:
+    """CMUdict's splits: by word, a seeded ``--split`` of one dictionary; or with ``--test FILE`` (e.g.
+    the CMUdict 0.7b test split), that file as the test set, every test word (all its pronunciations) out of
+    training, and the validation share of ``--split`` held out of the other words (by word: no variant of
+    a training word is ever validated on)."""
+    if not cfg.train:
+        raise ConfigError("--format cmudict needs --train: the cmudict.dict file")
+    fractions = _split_fractions(cfg)
+    entries, merged = read_pronunciations(cfg.train, cfg)
+    if merged:
+        log(f"{cfg.train}: {merged:,} pronunciations repeat another of their word's once stress is removed; "
+            "kept once")
+    if not cfg.test:
+        parts = split_items(list(entries), fractions, cfg.split_seed)
+        return _cmudict_split(entries, parts[0], True), \
+            (_cmudict_split(entries, parts[1], False) if parts[1] else None), \
+            (_cmudict_split(entries, parts[2], False) if parts[2] else None)
+    test, test_merged = read_pronunciations(cfg.test, cfg)
+    if not cfg.drop_stress:
+        _check_stress(entries, cfg.train, test, cfg.test)
+    n_lines = sum(map(len, test.values())) + test_merged
+    removed = [w for w in test if w in entries]
+    removed_prons = sum(len(entries[w]) for w in removed)
+    log(f"{cfg.test}: {len(test):,} test words with {n_lines:,} pronunciations"
+        + (f" ({test_merged:,} repeat another of their word's without stress, kept once)" if test_merged else "")
+        + f"; removed from {cfg.train}: {len(removed):,} of those words with {removed_prons:,} pronunciations"
+        + (f" ({len(test) - len(removed):,} test words are not in it)" if len(removed) < len(test) else ""))
+    rest = [w for w in entries if w not in test]
+    if not rest:
+        raise DataError(f"every word of {cfg.train} is in the test file {cfg.test}: nothing is left to train on")
+    # the validation share of --split, held out of the words left (the test share is the test file)
+    train_words, valid_words, _ = split_items(rest, (1 - fractions[1], fractions[1], 0.0), cfg.split_seed)
+    tr = _cmudict_split(entries, train_words, True)
+    log(f"{len(train_words):,} training words ({len(tr.src):,} pronunciations), {len(valid_words):,} "
+        f"validation words (the {fractions[1]:g} share of --split, held out by word)")
+    return tr, (_cmudict_split(entries, valid_words, False) if valid_words else None), \
+        _cmudict_split(test, list(test), False)
+
+
+def read_splits(cfg: Seq2SeqDataConfig, log: Callable[[str], None] = lambda message: None
+                ) -> tuple[Split, Optional[Split], Optional[Split]]:
+    """Train, validation and test splits as configured (validation/test may be None); ``log`` hears what
+    was removed or merged on the way."""
     fmt = _format(cfg)
     if fmt == "cmudict":
-        if not cfg.train:
-            raise ConfigError("--format cmudict needs --train: the cmudict.dict file")
-        entries = read_cmudict(cfg.train, cfg.encoding)
-        try:
-            fractions = tuple(float(f) for f in cfg.split.split(","))
-        except ValueError:
-            raise ConfigError(f"--split must be three fractions like 0.9,0.05,0.05, got {cfg.split!r}") from None
-        parts = split_items(list(entries), fractions, cfg.split_seed)
-
-        def build(words: list[str], expand: bool) -> Split:
-            src, tgt, refs = [], [], []
-            for w in words:
-                prons = [" ".join(p) for p in entries[w]]
-                for p in (prons if expand else prons[:1]):  # training: one pair per pronunciation
-                    src.append(w)
-                    tgt.append(p)
-                    refs.append(prons)
-            return Split(src, tgt, refs)
-
-        return build(parts[0], True), (build(parts[1], False) if parts[1] else None), \
-            (build(parts[2], False) if parts[2] else None)
+        return _read_cmudict_splits(cfg, log)
     if fmt == "parallel":
         if not (cfg.train_src and cfg.train_tgt):
             raise ConfigError("give --train-src and --train-tgt (line-aligned files), or --train FILE.tsv")
@@ -181,9 +256,10 @@ class Codec:
 
     def __init__(self, src_tok, tgt_tok, src_vocab: Vocab, tgt_vocab: Vocab) -> None:
         self.src_tok, self.tgt_tok, self.src_vocab, self.tgt_vocab = src_tok, tgt_tok, src_vocab, tgt_vocab
+        self.lower_src = False  # CMUdict runs: words are read lower-cased, so inputs are too
 
     def src_tokens(self, text: str) -> list[str]:
-        return self.src_tok.tokenize(text) or [UNK]
+        return self.src_tok.tokenize(text.lower() if self.lower_src else text) or [UNK]
 
     def src_ids(self, text: str) -> list[int]:
         return self.src_vocab.encode(self.src_tokens(text))
@@ -327,11 +403,12 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
     log = main_log(log)
     resume = start_run(out, resume, overwrite, log)
     cmudict = _format(data) == "cmudict"
-    tr, va, te = read_splits(data)
+    tr, va, te = read_splits(data, log)
     if resume:
         codec = _open_codec(out)
     else:  # built once (BPE is trained on rank 0 under torchrun) and handed to every rank
         codec = _codec_from_dict(on_main(lambda: _codec_dict(_build_codec(tr, data, cmudict))))
+    codec.lower_src = cmudict
     src_ids, tgt_ids = codec.encode(tr)
     keep, report = filter_by_length([len(s) for s in src_ids], [len(t) for t in tgt_ids],
                                     data.max_src_len, data.max_tgt_len)
@@ -355,7 +432,8 @@ def train_seq2seq(out: str | Path, model_opts: dict[str, Any], data: Seq2SeqData
                          tgt_bos_id=w.bos_id, tgt_eos_id=w.eos_id, **model_opts)
     model = Seq2Seq(mcfg)
     metric, maximize = best_metric(train, ("wer", "per", "loss") if cmudict else ("bleu", "chrf", "loss"))
-    config = run_config("seq2seq", "seq2seq", model=mcfg, data=data, train=train, cmudict=cmudict)
+    config = run_config("seq2seq", "seq2seq", model=mcfg, data=data, train=train, cmudict=cmudict,
+                        lower_words=cmudict)
     prepare_run_dir(out, config, resume, overwrite, log)
     if not resume:
         on_main(_save_codec, out, codec)
@@ -432,15 +510,95 @@ class Translation(NamedTuple):
     ids: list[int]  # output tokens, eos excluded
 
 
-class Translator:
-    """A trained run, ready to translate texts."""
+class Seq2SeqEnsemble(torch.nn.Module):
+    """Seq2seq models that decode as one: at every step the mean of their log-probabilities
+    (``rnnkit.decoding.ensemble_step``), in greedy search, beam search and sampling alike.
 
-    def __init__(self, run: str | Path) -> None:
-        self.run = Path(run)
-        self.config, self.model, _ = open_run(run, ())
-        if self.config.get("task") != "seq2seq":
-            raise ConfigError(f"{run} holds a {self.config.get('task')!r} model, not a seq2seq one")
-        self.codec = _open_codec(self.run)
+    It offers what decoding and scoring need of a ``Seq2Seq``: ``encode`` (an ``EnsembleState`` of
+    the models' states), ``step``, ``loss`` (the NLL of the same combined distribution, teacher-forced),
+    ``max_lengths``, ``start_tokens`` and ``config`` (the first model's: the models share their
+    vocabularies, so their ids).
+    """
+
+    def __init__(self, models: Sequence[Seq2Seq]) -> None:
+        super().__init__()
+        if not models:
+            raise ConfigError("an ensemble needs at least one model")
+        self.models = torch.nn.ModuleList(models)
+        self.config = models[0].config
+        self._step = ensemble_step([m.step for m in models])
+
+    def encode(self, src: torch.Tensor, src_lengths: Optional[torch.Tensor] = None) -> EnsembleState:
+        return EnsembleState(m.encode(src, src_lengths) for m in self.models)
+
+    def step(self, tokens: torch.Tensor, state: EnsembleState) -> tuple[torch.Tensor, EnsembleState]:
+        """``tokens (B, t)`` -> ``(mean log-probabilities (B, t, V), state)``."""
+        return self._step(tokens, state)
+
+    def loss(self, batch, carry=None) -> Any:
+        """Summed target-token NLL of the renormalised mean of the models' log-probabilities."""
+        mean = torch.stack([m(batch.inputs, batch.lengths, batch.decoder_inputs)[0].float().log_softmax(-1)
+                            for m in self.models]).mean(0)  # (B, T, V)
+        total, count = sequence_nll(mean, batch.targets, mask=batch.mask)
+        return LossOutput(total, count, None)
+
+    def max_lengths(self, src_lengths: torch.Tensor, ratio: float = 2.0, extra: int = 10) -> torch.Tensor:
+        return self.models[0].max_lengths(src_lengths, ratio, extra)
+
+    def start_tokens(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        return self.models[0].start_tokens(batch_size, device)
+
+
+def _same_codec(a: Codec, b: Codec) -> list[str]:
+    """What differs between two runs' codecs (empty: they map text to the same ids)."""
+    out = []
+    if a.src_vocab.tokens != b.src_vocab.tokens:
+        out.append("source vocabulary")
+    if a.tgt_vocab.tokens != b.tgt_vocab.tokens:
+        out.append("target vocabulary")
+    if a.src_tok.to_config() != b.src_tok.to_config() or a.tgt_tok.to_config() != b.tgt_tok.to_config():
+        out.append("tokenizers")
+    if a.lower_src != b.lower_src:
+        out.append("case folding of the source")
+    return out
+
+
+class Translator:
+    """A trained run (or several, decoding as an ensemble), ready to translate texts.
+
+    ``Translator(run)`` or ``Translator([run1, run2, ...])``: several runs decode together, the mean of
+    their log-probabilities at each step (see ``Seq2SeqEnsemble``).  They must share vocabularies and
+    tokenizers (``ConfigError`` naming the runs otherwise); decoding settings (beam, length penalty and
+    limits) come from the first run.
+    """
+
+    def __init__(self, run: str | Path | Sequence[str | Path]) -> None:
+        runs = [Path(r) for r in ([run] if isinstance(run, (str, Path)) else run)]
+        if not runs:
+            raise ConfigError("give at least one run folder")
+        self.runs = runs
+        self.run = runs[0]
+        configs, models, codecs = [], [], []
+        for r in runs:
+            config, model, _ = open_run(r, ())
+            if config.get("task") != "seq2seq":
+                raise ConfigError(f"{r} holds a {config.get('task')!r} model, not a seq2seq one")
+            codec = _open_codec(r)
+            codec.lower_src = bool(config.get("lower_words"))
+            configs.append(config)
+            models.append(model)
+            codecs.append(codec)
+        for r, config, codec in zip(runs[1:], configs[1:], codecs[1:]):
+            diff = _same_codec(codecs[0], codec)
+            if bool(config.get("cmudict")) != bool(configs[0].get("cmudict")) or \
+                    config["data"].get("drop_stress", False) != configs[0]["data"].get("drop_stress", False):
+                diff.append("data format or stress marking")
+            if diff:
+                raise ConfigError(f"runs {runs[0]} and {r} cannot decode together: their {', '.join(diff)} "
+                                  "differ; an ensemble needs runs trained on the same data with the same "
+                                  "vocabularies")
+        self.config, self.codec = configs[0], codecs[0]
+        self.model = models[0] if len(models) == 1 else Seq2SeqEnsemble(models).eval()
         self.data = Seq2SeqDataConfig(**self.config["data"])
 
     def decode_kwargs(self, opts: DecodeOptions, warn: Callable[[str], None]) -> dict[str, Any]:
@@ -481,6 +639,8 @@ class Translator:
         tokens the model wrote, not of a re-tokenisation of its detokenised text (which can differ,
         e.g. under BPE).
         """
+        if len(self.runs) > 1:
+            raise ConfigError("attention weights belong to one model: show them for one run, not an ensemble")
         c = self.codec
         src_tokens = c.src_tokens(text)
         out_ids = list(output.ids if isinstance(output, Translation) else output)
@@ -496,6 +656,8 @@ def plot_attention(translator: Translator, texts: Sequence[str], outputs: Sequen
     """One heatmap PNG per sentence (``outputs[i]`` a translation of ``texts[i]``) in ``out_dir``; returns the paths."""
     from rnnkit.plots import attention_heatmap
 
+    if len(translator.runs) > 1:
+        raise ConfigError("attention weights belong to one model: plot them for one run, not an ensemble")
     if translator.model.config.attention == "none":
         raise ConfigError(f"{translator.run} was trained without attention: there are no weights to plot")
     out_dir = Path(out_dir)
@@ -509,24 +671,84 @@ def plot_attention(translator: Translator, texts: Sequence[str], outputs: Sequen
     return paths
 
 
-def evaluate(run: str | Path, src: Optional[str] = None, tgt: Optional[str] = None, data_path: Optional[str] = None,
-             beam: Optional[int] = None, encoding: Optional[str] = None) -> dict[str, Any]:
-    """Score a trained run on line-aligned ``src``/``tgt`` files or a TSV file ``data_path``."""
+def _looks_like_tsv(path: str, encoding: str) -> bool:
+    """Whether the first line of a file that is not a comment holds a tab (a TSV file, not a dictionary)."""
+    try:
+        with open(path, encoding=encoding, errors="replace") as f:
+            for line in f:
+                if line.strip() and not line.startswith((";;;", "#")):
+                    return "\t" in line
+    except (OSError, LookupError):
+        pass  # the reader says what is wrong with the file or the encoding
+    return False
+
+
+def _strip(texts: Sequence[str]) -> list[list[str]]:
+    return [[ph.rstrip("012") for ph in t.split()] for t in texts]
+
+
+def evaluate(run: str | Path | Sequence[str | Path], src: Optional[str] = None, tgt: Optional[str] = None,
+             data_path: Optional[str] = None, beam: Optional[int] = None, encoding: Optional[str] = None,
+             drop_stress: Optional[bool] = None) -> dict[str, Any]:
+    """Score a trained run (or an ensemble: several runs, see ``Translator``) on line-aligned ``src``/``tgt``
+    files or a TSV file ``data_path``; a CMUdict run also reads ``data_path`` as a pronouncing dictionary
+    (``cmudict.dict`` with ``word(2)`` variants, or the 0.7b test split with repeated words; any case):
+    every word once, right when the output equals any of its pronunciations (see ``ErrorRates``).
+
+    ``drop_stress``: None scores as the run was trained; True scores a run that writes stress digits
+    without them (outputs and references stripped: ``AH0`` = ``AH``), e.g. on the stress-free standard
+    test split.  ``ConfigError`` when the references and the run disagree about stress marking.
+    """
     t = Translator(run)
     enc = encoding or t.data.encoding
+    cmudict = bool(t.config.get("cmudict"))
+    d = t.data
+    if drop_stress is False and d.drop_stress:
+        raise ConfigError(f"{t.run} was trained with --drop-stress: its outputs have no stress to score")
+    strip = bool(drop_stress) or d.drop_stress
     if src or tgt:
         if not (src and tgt):
             raise ConfigError("give both --src and --tgt")
-        pairs = read_parallel(src, tgt, enc)
+        split = _pairs_split(read_parallel(src, tgt, enc))
+        if cmudict:
+            split.refs = [[p] for p in split.tgt]
+    elif data_path and cmudict and not _looks_like_tsv(data_path, enc):
+        entries = read_cmudict(data_path, enc, lower=True)
+        split = _cmudict_split(entries, list(entries), False)
     elif data_path:
-        pairs = read_parallel_tsv(data_path, enc)
+        split = _pairs_split(read_parallel_tsv(data_path, enc))
+        if cmudict:
+            split.refs = [[p] for p in split.tgt]
     else:
-        raise ConfigError("give --src and --tgt (line-aligned files), or --data FILE.tsv")
-    split = _pairs_split(pairs)
-    cmudict = bool(t.config.get("cmudict"))
-    if cmudict:
-        split.refs = [[p] for p in split.tgt]
-    d = t.data
+        raise ConfigError("give --src and --tgt (line-aligned files), or --data FILE.tsv"
+                          + (" or a pronouncing dictionary" if cmudict else ""))
     b = beam or d.beam
-    scores, _ = _score(t.model, t.codec, split, cmudict, b, d.length_penalty, d.max_len_ratio, d.max_len_extra)
-    return {"file": src or data_path, "sentences": len(split.src), "beam": b, **scores}
+    marked = False
+    if cmudict:
+        marked = any(ph[-1:].isdigit() for refs in split.refs or [] for r in refs for ph in r.split())
+        trained_marked = not d.drop_stress and any(tok[-1:].isdigit() for tok in t.codec.tgt_vocab.tokens)
+        if not strip and marked != trained_marked:
+            raise ConfigError(f"{data_path or tgt} {'marks' if marked else 'does not mark'} stress but {t.run} "
+                              f"{'writes' if trained_marked else 'does not write'} stress digits; pass "
+                              "drop_stress (--drop-stress) to score without them")
+        if d.drop_stress and marked:  # the run writes none: its references lose theirs
+            split.refs = [[" ".join(p) for p in _dedup(_strip(refs))] for refs in split.refs or []]
+            split.tgt = [refs[0] for refs in split.refs]
+    scores, texts = _score(t.model, t.codec, split, cmudict, b, d.length_penalty, d.max_len_ratio,
+                           d.max_len_extra)
+    if cmudict and strip and not d.drop_stress:  # a stress-marking run scored without stress
+        rates = ErrorRates()
+        rates.update(_strip(texts), [_strip(refs) for refs in split.refs or []])
+        scores.update(rates.compute())
+        if not marked:  # the references have no stress: the model's NLL of them means nothing
+            scores.update(loss=None, perplexity=None)
+    return {"file": src or data_path, "runs": [str(r) for r in t.runs], "sentences": len(split.src), "beam": b,
+            "drop_stress": strip, **scores}
+
+
+def _dedup(prons: list[list[str]]) -> list[list[str]]:
+    out: list[list[str]] = []
+    for p in prons:
+        if p not in out:
+            out.append(p)
+    return out

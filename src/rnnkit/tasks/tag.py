@@ -3,6 +3,12 @@
 Part-of-speech data (CoNLL-U) is scored by token accuracy; entity data (tags
 with B-/I-/E-/S- prefixes, CoNLL-2003) by entity-level F1 in conlleval's
 convention, with token accuracy beside it.
+
+Development or test data may hold tags that training lacks (some treebanks'
+splits do).  They are reported once per file (tag and count) and scored as
+errors: the tokens count in accuracy's denominator and the model, which has
+no output for such a tag, never gets them right; a gold entity of such a tag
+is missed.  The loss leaves them out (``Tagger.loss_and_predict``).
 """
 from __future__ import annotations
 
@@ -78,10 +84,38 @@ def is_entity_tagset(tags: Sequence[str]) -> bool:
 
 
 class Encoder:
-    """Sentences -> word ids and character ids with the run's vocabularies."""
+    """Sentences -> word ids and character ids with the run's vocabularies.
+
+    Gold tags the model does not know (absent from training) get ids from ``len(tags)`` on, in
+    ``unseen`` (``add_unseen``), so they can be scored: no prediction ever equals them.
+    """
 
     def __init__(self, words: Vocab, chars: Vocab, tags: Vocab, lower: bool) -> None:
         self.words, self.chars, self.tags, self.lower = words, chars, tags, lower
+        self.unseen: dict[str, int] = {}  # tag -> id >= len(tags)
+
+    def add_unseen(self, sents: Sequence[Sentence]) -> dict[str, int]:
+        """Give the tags of ``sents`` that training lacks ids past the model's; returns each such tag's
+        token count in ``sents`` (in order of first appearance)."""
+        counts: dict[str, int] = {}
+        for s in sents:
+            for tag in s.tags or []:
+                if tag not in self.tags:
+                    counts[tag] = counts.get(tag, 0) + 1
+                    self.unseen.setdefault(tag, len(self.tags) + len(self.unseen))
+        return counts
+
+    def tag_ids(self, tags: Sequence[str]) -> list[int]:
+        return [self.tags.id_of(t) if t in self.tags else self.unseen[t] for t in tags]
+
+    def tag_names(self, ids: Sequence[int]) -> list[str]:
+        names = {i: t for t, i in self.unseen.items()}
+        k = len(self.tags)
+        return [self.tags.token(i) if i < k else names[i] for i in ids]
+
+    @property
+    def all_tags(self) -> list[str]:
+        return self.tags.tokens + list(self.unseen)
 
     def word_ids(self, tokens: Sequence[str]) -> list[int]:
         return self.words.encode([t.lower() for t in tokens] if self.lower else list(tokens))
@@ -89,19 +123,28 @@ class Encoder:
     def char_ids(self, tokens: Sequence[str]) -> list[list[int]]:
         return [self.chars.encode(list(t)) for t in tokens]
 
-    def check_tags(self, sents: Sequence[Sentence]) -> None:
-        for s in sents:
-            for i, tag in enumerate(s.tags or []):
-                if tag not in self.tags:
-                    raise DataError(f"{s.source}, sentence at line {s.line}, token {i + 1} ({s.tokens[i]!r}): "
-                                    f"tag {tag!r} does not occur in the training data "
-                                    f"(known tags: {', '.join(self.tags.tokens[:30])})")
+    def report_unseen(self, sents: Sequence[Sentence], path: Optional[str], log: Callable[[str], None]
+                      ) -> dict[str, int]:
+        """``add_unseen`` and say once what it found in file ``path``: each tag, its count, its first place."""
+        counts = self.add_unseen(sents)
+        if counts:
+            first = {}
+            for s in sents:
+                for i, tag in enumerate(s.tags or []):
+                    if tag in counts and tag not in first:
+                        first[tag] = f"first at the sentence of line {s.line}, token {i + 1}"
+            n = sum(counts.values())
+            total = sum(len(s.tokens) for s in sents)
+            log(f"{path}: {len(counts)} tag{'s' if len(counts) > 1 else ''} that the training data lacks, "
+                f"{n:,} of {total:,} tokens, scored as errors (the model cannot predict them): "
+                + "; ".join(f"{tag!r} {c:,} ({first[tag]})" for tag, c in counts.items()))
+        return counts
 
     def batches(self, sents: Sequence[Sentence], batch_size: int, seed: int = 0,
                 shuffle: bool = False) -> SequenceBatches:
         words = [self.word_ids(s.tokens) for s in sents]
         chars = [self.char_ids(s.tokens) for s in sents]
-        tags = [self.tags.encode(s.tags) if s.tags is not None else None for s in sents]
+        tags = [self.tag_ids(s.tags) if s.tags is not None else None for s in sents]
         pad, cpad = self.words.pad_id, self.chars.pad_id
 
         def build(word_rows, rows):  # the "labels" SequenceBatches hands back are row indices
@@ -113,24 +156,42 @@ class Encoder:
                                shuffle=shuffle)
 
 
+def _chunk_tag(tag: str) -> str:
+    """A tag as entity F1 reads it: a gold tag outside the chunk schemes (only possible for a tag training
+    lacked) is no entity, so ``O``."""
+    return tag if tag == "O" or tag[:2] in ("B-", "I-", "E-", "S-") else "O"
+
+
 def evaluate_model(model, batches: SequenceBatches, enc: Encoder, entity: bool) -> tuple[dict[str, Any], list]:
-    """Token accuracy (and entity F1), and the predicted tag ids in batch order."""
+    """Token accuracy (and entity F1), and the predicted tag ids in batch order.
+
+    Gold tags the model does not know (``enc.unseen``) count as errors: in accuracy's denominator, never
+    predicted; for entity F1 a gold entity of such a type is missed.  ``loss`` is over the tokens whose
+    gold tag the model knows (with a CRF, the sentences without an unknown one); ``unseen_tag_tokens``
+    counts the others when there are any."""
     acc = Accuracy()
-    f1 = EntityF1("BIOES" if any(t[:2] in ("E-", "S-") for t in enc.tags.tokens) else "BIO") if entity else None
+    k = len(enc.tags)
+    f1 = EntityF1("BIOES" if any(t[:2] in ("E-", "S-") for t in enc.all_tags) else "BIO") if entity else None
     total = count = 0.0
+    unseen = 0
     preds_all = []
     device = model_device(model)
     for batch in batches.epoch_batches():
         batch = batch.to(device)
-        out, pred = model.loss_and_predict(batch)  # one pass of the network for both
+        known = batch.targets < k  # (B, T)
+        hidden = int((~known & batch.mask).sum()) if batch.mask is not None else int((~known).sum())
+        unseen += hidden
+        out, pred = model.loss_and_predict(batch, known if hidden else None)  # one pass of the network for both
         total, count = total + float(out.loss), count + int(out.num_tokens)
         flat_pred = torch.tensor([p for row in pred for p in row])
         gold_rows = [g[: len(row)] for g, row in zip(batch.targets.tolist(), pred)]  # one device-to-host copy
         acc.update(flat_pred, torch.tensor([g for row in gold_rows for g in row]))
         if f1 is not None:
-            f1.update([enc.tags.decode(g) for g in gold_rows], [enc.tags.decode(p) for p in pred])
+            f1.update([[_chunk_tag(t) for t in enc.tag_names(g)] for g in gold_rows], [enc.tags.decode(p) for p in pred])
         preds_all.append(pred)
     metrics: dict[str, Any] = {"accuracy": acc.compute()["accuracy"], "loss": total / max(count, 1)}
+    if unseen:
+        metrics["unseen_tag_tokens"] = unseen
     if f1 is not None:
         metrics.update(f1.compute())
     return metrics, preds_all
@@ -179,8 +240,8 @@ def train_tag(out: str | Path, model_opts: dict[str, Any], data: TagDataConfig, 
         chars = Vocab.build([list(t) for s in tr for t in s.tokens], specials=[PAD], unk=UNK)
         tags = Vocab.build([s.tags for s in tr])
     enc = Encoder(words, chars, tags, data.lower)
-    enc.check_tags(va)
-    enc.check_tags(te)
+    enc.report_unseen(va, data.valid, log)
+    enc.report_unseen(te, data.test, log)
     entity = is_entity_tagset(tags.tokens)
     oov = words.oov_rate([[t.lower() if data.lower else t for t in s.tokens] for s in va]) if va else 0.0
     log(f"{len(tr):,} training, {len(va):,} validation, {len(te):,} test sentences; {len(tags)} tags "
@@ -262,15 +323,18 @@ def predict(run: str | Path, text: str, fmt: str = "text", encoding: str = "utf-
 
 
 def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
-             format: Optional[str] = None) -> dict[str, Any]:
-    """Token accuracy (and entity F1 with per-type scores) of a trained run on a labelled file."""
+             format: Optional[str] = None, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Token accuracy (and entity F1 with per-type scores) of a trained run on a labelled file.
+
+    Tags the training data lacked are scored as errors (see ``evaluate_model``); ``unseen_tags`` maps
+    each to its count, and ``log`` hears about them once."""
     if not data_path:
         raise ConfigError("give --data: a CoNLL-U or CoNLL-2003-style file to evaluate on")
     config, model, enc, data = load_run(run)
     data = TagDataConfig(**{**config["data"], **({"encoding": encoding} if encoding else {}),
                             **({"format": format} if format else {})})
     sents = read_sentences(data_path, data)
-    enc.check_tags(sents)
+    unseen = enc.report_unseen(sents, data_path, log)
     with torch.inference_mode():
         scores, _ = evaluate_model(model, enc.batches(sents, 256), enc, bool(config.get("entity")))
-    return {"file": data_path, "sentences": len(sents), **scores}
+    return {"file": data_path, "sentences": len(sents), **scores, **({"unseen_tags": unseen} if unseen else {})}
