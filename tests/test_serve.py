@@ -509,3 +509,19 @@ def test_predict_warns_about_empty_lines_and_translate_cuts_huge_sources(runs, m
     assert main(["translate", str(runs["seq2seq"]), "--max-src-tokens", "50", "--beam", "1"]) == 0
     out, err = capsys.readouterr()
     assert len(out.splitlines()) == 2 and "1 source text(s) longer than 50 tokens were cut" in err
+
+
+def test_translate_and_evaluate_take_an_ensemble_of_runs(runs, tmp_path, capsys):
+    src = tmp_path / "src.txt"
+    src.write_text("cat dog\ndog cat bird\n", encoding="utf-8")
+    run = str(runs["seq2seq"])
+    assert main(["translate", run, str(src)]) == 0
+    alone = capsys.readouterr().out
+    assert main(["translate", run, run, str(src)]) == 0  # one run twice: the mean of equal log-probabilities
+    assert capsys.readouterr().out == alone and len(alone.splitlines()) == 2
+    assert main(["evaluate", run, run, "--src", str(src), "--tgt", str(src), "--json"]) == 0
+    twice = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", run, "--src", str(src), "--tgt", str(src), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bleu"] == twice["bleu"]
+    assert main(["evaluate", run, str(runs["classify"]), "--data", str(src)]) == 2
+    assert "ensemble" in capsys.readouterr().err

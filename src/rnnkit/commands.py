@@ -52,8 +52,9 @@ def add_parsers(sub) -> None:
 
     tl = sub.add_parser("translate", help="translate text with a trained seq2seq run",
                         description="One source sentence per line in (a FILE or stdin), its translation out.")
-    tl.add_argument("run", type=Path, help="run folder")
-    tl.add_argument("file", nargs="?", help="input file [stdin]")
+    tl.add_argument("paths", nargs="+", type=Path, metavar="RUN [RUN ...] [FILE]",
+                    help="run folder(s) (several decode together, averaging their log-probabilities at each "
+                         "step), then the input file [stdin]")
     add_options(tl, DecodeOptions, "decoding", "dec")
     tl.add_argument("--plot-attention", type=Path, metavar="DIR", help="write one attention heatmap PNG per sentence")
     tl.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -80,7 +81,8 @@ def add_parsers(sub) -> None:
                                     "text file. Classifiers: accuracy, macro-F1 and per-class scores on a "
                                     "labelled file. Taggers: token accuracy (and entity F1) on a CoNLL(-U) file. "
                                     "Seq2seq: BLEU and chrF (or WER and PER for CMUdict) on parallel files.")
-    ev.add_argument("run", type=Path, help="run folder")
+    ev.add_argument("runs", nargs="+", type=Path, metavar="RUN",
+                    help="run folder (seq2seq: several decode together as an ensemble)")
     ev.add_argument("--data", help="data file (lm: text, default the bundled Tiny Shakespeare; classify: labelled "
                                    "file; tag: CoNLL(-U) file; seq2seq: TSV file)")
     ev.add_argument("--format", help="classify and tag: the file's format, as at training [the run's]")
@@ -88,6 +90,8 @@ def add_parsers(sub) -> None:
     ev.add_argument("--src", help="seq2seq: source file, line-aligned with --tgt")
     ev.add_argument("--tgt", help="seq2seq: reference file")
     ev.add_argument("--beam", type=_threads, help="seq2seq: beam size [the run's]")
+    ev.add_argument("--drop-stress", action="store_const", const=True,
+                    help="seq2seq on CMUdict: score without stress digits (the standard test split has none)")
     ev.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
 
     ins = sub.add_parser("inspect", help="draw hidden units and gates of a language model over a text",
@@ -150,12 +154,13 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _translate(args: argparse.Namespace) -> int:
-    from rnnkit.tasks import task_of_run
     from rnnkit.tasks.seq2seq import DecodeOptions, plot_attention
 
     opts = _options(args, DecodeOptions, "dec")
-    t = task_of_run(args.run, "translate").entry("Translator")(args.run)
-    lines = _read_input(args.file, args.encoding).splitlines()
+    runs, file = _runs_and_file(args.paths)
+    task = _task_of_runs(runs, "translate")
+    t = task.entry("Translator")(runs if len(runs) > 1 else runs[0])
+    lines = _read_input(file, args.encoding).splitlines()
     results = t.translate(lines, **t.decode_kwargs(opts, warn=lambda m: print(f"rnnkit: {m}", file=sys.stderr)))
     for line, hyps in zip(lines, results):
         if args.json:
@@ -170,6 +175,25 @@ def _translate(args: argparse.Namespace) -> int:
         paths = plot_attention(t, lines, [h[0] for h in results], args.plot_attention)
         print(f"{len(paths)} attention heatmaps in {args.plot_attention}", file=sys.stderr)
     return 0
+
+
+def _runs_and_file(paths: list[Path]) -> tuple[list[Path], Any]:
+    """Leading paths that are folders are runs; a last path that is not a folder is the input file."""
+    if len(paths) > 1 and not paths[-1].is_dir():
+        return paths[:-1], paths[-1]
+    return paths, None
+
+
+def _task_of_runs(runs: list[Path], command: str):
+    """The one task of every run given, checked to take several runs when more than one is given."""
+    from rnnkit.tasks import task_of_run
+
+    tasks = {task_of_run(r, command).name: task_of_run(r, command) for r in runs}
+    task = next(iter(tasks.values()))
+    if len(tasks) > 1 or (len(runs) > 1 and not task.ensembles):
+        raise ConfigError(f"`rnnkit {command}` takes several runs only as an ensemble of seq2seq runs; "
+                          f"got runs of {', '.join(tasks)}")
+    return task
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -203,16 +227,17 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rnnkit.tasks import task_of_run
-
-    task = task_of_run(args.run, "evaluate")
-    given = {k: getattr(args, k) for k in ("data", "format", "encoding", "src", "tgt", "beam")
+    task = _task_of_runs(args.runs, "evaluate")
+    given = {k: getattr(args, k) for k in ("data", "format", "encoding", "src", "tgt", "beam", "drop_stress")
              if getattr(args, k) is not None}
     wrong = sorted(set(given) - set(task.evaluate_options))
     if wrong:
-        raise ConfigError(f"{args.run} is a {task.name} run: " + ", ".join(f"--{w}" for w in wrong)
-                          + f" does not apply; evaluate takes {', '.join('--' + o for o in task.evaluate_options)}")
-    metrics = task.entry("evaluate")(args.run, **{("data_path" if k == "data" else k): v for k, v in given.items()})
+        raise ConfigError(f"{args.runs[0]} is a run of the {task.name} task: "
+                          + ", ".join(f"--{w.replace('_', '-')}" for w in wrong) + " does not apply; evaluate takes "
+                          + ", ".join("--" + o.replace("_", "-") for o in task.evaluate_options))
+    run = args.runs if len(args.runs) > 1 else args.runs[0]
+    metrics = task.entry("evaluate")(run, log=lambda m: print(f"rnnkit: {m}", file=sys.stderr),
+                                     **{("data_path" if k == "data" else k): v for k, v in given.items()})
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False))
     else:

@@ -38,6 +38,7 @@ class Task:
     default_epochs: float           # when neither --epochs nor --max-steps is given
     commands: tuple[str, ...]       # inference commands that take this task's runs
     evaluate_options: tuple[str, ...] = ("data", "encoding")  # ``rnnkit evaluate`` options that apply
+    ensembles: bool = False         # whether translate/evaluate take several runs of this task at once
     run_options: Optional[str] = None  # dataclass in ``module``: train-command options kept out of config.json
     endpoint: str = ""              # the server's POST /api/ENDPOINT for this task's runs
     vocabs: tuple[str, ...] = ("vocab",)  # the run folder's vocabulary files (NAME.json)
@@ -91,8 +92,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "(--format cmudict), with or without attention.",
          "rnnkit.tasks.seq2seq", "Seq2SeqDataConfig", "seq2seq", 10.0,
          ("translate", "chat", "evaluate", "serve", "export"),
-         evaluate_options=("data", "encoding", "src", "tgt", "beam"), endpoint="translate",
-         vocabs=("src_vocab", "tgt_vocab")),
+         evaluate_options=("data", "encoding", "src", "tgt", "beam", "drop_stress"), endpoint="translate",
+         vocabs=("src_vocab", "tgt_vocab"), ensembles=True),
 )}
 
 

@@ -354,14 +354,15 @@ def predict_text(run: str | Path, text: str, *, fmt: str = "text", path: Optiona
 
 
 def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
-             format: Optional[str] = None) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class scores of a trained run on a labelled file."""
+             format: Optional[str] = None, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class scores of a trained run on a labelled file (``log`` hears what the
+    reader skipped)."""
     if not data_path:
         raise ConfigError("give --data: a labelled file to evaluate on")
     config, model, enc = load_run(run)
     data = ClassifyDataConfig(**{**config["data"], **({"encoding": encoding} if encoding else {}),
                                  **({"format": format} if format else {})})
-    examples = _read(data_path, data, lambda s: print(s, file=sys.stderr))
+    examples = _read(data_path, data, log)
     labels = config["labels"]
     _check_labels(examples, labels)
     lab_id = {l: i for i, l in enumerate(labels)}

@@ -413,7 +413,7 @@ def run_eol(data: LMDataConfig, vocab: Vocab) -> bool:
 
 
 def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
-             batch_size: int = 64) -> dict[str, Any]:
+             batch_size: int = 64, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Nats per token, perplexity and bits per token (``bpc`` for characters, ``bpw`` for words) of a
     trained run on a text file, all of it: one stream, the state carried across lines from the first token
     to the last, every token scored (the first after an end-of-line token; end-of-line tokens included) —

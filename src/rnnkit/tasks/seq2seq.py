@@ -689,7 +689,7 @@ def _strip(texts: Sequence[str]) -> list[list[str]]:
 
 def evaluate(run: str | Path | Sequence[str | Path], src: Optional[str] = None, tgt: Optional[str] = None,
              data_path: Optional[str] = None, beam: Optional[int] = None, encoding: Optional[str] = None,
-             drop_stress: Optional[bool] = None) -> dict[str, Any]:
+             drop_stress: Optional[bool] = None, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Score a trained run (or an ensemble: several runs, see ``Translator``) on line-aligned ``src``/``tgt``
     files or a TSV file ``data_path``; a CMUdict run also reads ``data_path`` as a pronouncing dictionary
     (``cmudict.dict`` with ``word(2)`` variants, or the 0.7b test split with repeated words; any case):
