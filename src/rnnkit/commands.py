@@ -115,6 +115,19 @@ def add_parsers(sub) -> None:
     ex.add_argument("--out", type=Path, required=True, help="output file (model.onnx) or folder")
     ex.add_argument("--opset", type=int, help="ONNX opset [17]")
 
+    da = sub.add_parser("data", help="the datasets the results use, by name: list, describe, download",
+                        description="List the datasets rnnkit knows, describe one, or download one into the data "
+                                    "folder ($RNNKIT_DATA, else ~/.cache/rnnkit/data), checked against its sha256.")
+    dsub = da.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    dl = dsub.add_parser("list", help="name, what it is, size, licence, source, and whether it is here")
+    dl.add_argument("--dir", type=Path, help="data folder [$RNNKIT_DATA or ~/.cache/rnnkit/data]")
+    di = dsub.add_parser("info", help="one dataset's files, checksums and URLs")
+    di.add_argument("name", help="dataset name (rnnkit data list)")
+    dg = dsub.add_parser("get", help="download a dataset (verified; nothing is downloaded twice)")
+    dg.add_argument("name", help="dataset name (rnnkit data list)")
+    dg.add_argument("--dir", type=Path, help="data folder [$RNNKIT_DATA or ~/.cache/rnnkit/data]")
+    dg.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sv = sub.add_parser("serve", help="HTTP JSON API and a browser playground for trained runs",
                         description="Serve run folders over HTTP: POST /api/generate, /api/classify, /api/tag, "
                                     "/api/translate (OpenAPI schema at /openapi.json) and a playground page at /.")
@@ -302,8 +315,21 @@ def _hello(args: argparse.Namespace) -> int:
     return 0 if text == "hello" else 1
 
 
+def _data(args: argparse.Namespace) -> int:
+    from rnnkit import datasets
+
+    if args.data_command == "list":
+        print(datasets.format_list(args.dir))
+    elif args.data_command == "info":
+        print(datasets.describe(args.name))
+    else:
+        print(datasets.get(args.name, args.dir, progress=not args.no_progress))
+    return 0
+
+
 HANDLERS = {"hello": _hello, "demo": _demo, "generate": _generate, "translate": _translate, "chat": _chat,
-            "predict": _predict, "evaluate": _evaluate, "inspect": _inspect, "export": _export, "serve": _serve}
+            "predict": _predict, "evaluate": _evaluate, "inspect": _inspect, "export": _export, "serve": _serve,
+            "data": _data}
 
 
 def run(args: argparse.Namespace) -> int:
