@@ -37,7 +37,7 @@ class ClassifierConfig:
     vocab_size: int                # read from the data's vocabulary (pads included)
     num_classes: int               # read from the data's label set
     embedding_size: int = 128      # size of the token embeddings
-    cell: str = "lstm"             # rnn | lstm | gru
+    cell: str = "lstm"             # any of rnnkit.nn.CELL_NAMES: rnn, lstm, gru, mingru, minlstm, lru, slstm, mlstm
     hidden_size: int = 128         # units per recurrent layer and direction
     num_layers: int = 1            # stacked recurrent layers
     bidirectional: bool = False    # read each sequence both ways; pooled features are 2 * hidden_size

@@ -23,7 +23,7 @@ from rnnkit.nn.onednn import Linear
 @dataclass
 class LanguageModelConfig:
     vocab_size: int                   # read from the data's vocabulary
-    cell: str = "lstm"                # rnn | lstm | gru
+    cell: str = "lstm"                # any of rnnkit.nn.CELL_NAMES: rnn, lstm, gru, mingru, minlstm, lru, slstm, mlstm
     hidden_size: int = 256            # units per recurrent layer
     num_layers: int = 2               # stacked recurrent layers
     embedding_size: Optional[int] = 64  # None: one-hot input (the lecture's form)

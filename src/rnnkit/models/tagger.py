@@ -43,7 +43,7 @@ class TaggerConfig:
     char_embedding_size: int = 25   # size of the character embeddings
     char_hidden_size: int = 25      # lstm: units per direction (2x per word); cnn: number of filters
     char_pad_id: int = 0            # the character pad id inside a word's (B, T, W) row (tag_batch's char_pad_id)
-    cell: str = "lstm"              # rnn | lstm | gru for the word-level encoder
+    cell: str = "lstm"              # word-level encoder: any of rnnkit.nn.CELL_NAMES (rnn, lstm, gru, mingru, ...)
     hidden_size: int = 128          # units per recurrent layer and direction
     num_layers: int = 1             # stacked recurrent layers
     bidirectional: bool = True      # read each sentence both ways; features are 2 * hidden_size

@@ -28,8 +28,11 @@ class CellSpec:
     name: str
     cls: type                              # the cell module (one layer, one direction)
     state_names: tuple[Optional[str], ...]  # what each place of State (h, c, *extra) holds; None: empty
+    bridgeable: tuple[bool, ...]           # places a learned map may replace (values, not normalisers,
+                                           # stabilisers or a matrix memory): seq2seq's linear bridge
     reference: Callable                    # one time step from the paper's equations
-    parallel: Optional[Callable]           # the whole sequence at once (training); None: torch's fused kernel
+    parallel: Optional[Callable]           # the whole sequence at once (training); None: torch's fused
+                                           # kernel, or rnnkit.nn.scan on CPU (see Recurrent)
     gates: tuple[str, ...]                 # gate names the step reports (rnnkit inspect draws them in [0, 1])
     exportable: bool                       # the ONNX export (rnnkit.export) can write it
     paper: str                             # where its equations come from
@@ -40,22 +43,29 @@ class CellSpec:
         return issubclass(self.cls, SequenceCell)
 
 
-_TORCH = "torch.nn's fused kernel (cuDNN / oneDNN), or rnnkit.nn.scan on CPU"
-CELLS: dict[str, CellSpec] = {spec.name: spec for spec in (
-    CellSpec("rnn", RNNCell, ("h", None), RECUR["rnn_tanh"], None, (), True, "Elman 1990"),
-    CellSpec("lstm", LSTMCell, ("h", "c"), RECUR["lstm"], None, ("input gate", "forget gate", "output gate"),
-             True, "Hochreiter & Schmidhuber 1997; Gers et al. 2000"),
-    CellSpec("gru", GRUCell, ("h", None), RECUR["gru"], None, ("reset gate", "update gate"), True, "Cho et al. 2014"),
-    CellSpec("mingru", MinGRUCell, ("h", None), MinGRUCell.step, MinGRUCell.parallel, ("update gate",), False,
-             "Feng et al. 2024, Were RNNs All We Needed?"),
-    CellSpec("minlstm", MinLSTMCell, ("h", None), MinLSTMCell.step, MinLSTMCell.parallel,
-             ("forget gate", "input gate"), False, "Feng et al. 2024, Were RNNs All We Needed?"),
-    CellSpec("lru", LRUCell, ("h", None, "x_re", "x_im"), LRUCell.step, LRUCell.parallel, (), False,
+_XLSTM = "Beck et al. 2024, xLSTM: Extended Long Short-Term Memory"
+_MIN = "Feng et al. 2024, Were RNNs All We Needed?"
+_GATES = ("input gate", "forget gate", "output gate")
+CELLS: dict[str, CellSpec] = {row.name: row for row in (
+    # name, class, state layout, bridgeable places;
+    #     reference step, parallel form, gates, exportable, paper
+    CellSpec("rnn", RNNCell, ("h", None), (True, False),
+             RECUR["rnn_tanh"], None, (), True, "Elman 1990"),
+    CellSpec("lstm", LSTMCell, ("h", "c"), (True, True),
+             RECUR["lstm"], None, _GATES, True, "Hochreiter & Schmidhuber 1997; Gers et al. 2000"),
+    CellSpec("gru", GRUCell, ("h", None), (True, False),
+             RECUR["gru"], None, ("reset gate", "update gate"), True, "Cho et al. 2014"),
+    CellSpec("mingru", MinGRUCell, ("h", None), (True, False),
+             MinGRUCell.step, MinGRUCell.parallel, ("update gate",), False, _MIN),
+    CellSpec("minlstm", MinLSTMCell, ("h", None), (True, False),
+             MinLSTMCell.step, MinLSTMCell.parallel, ("forget gate", "input gate"), False, _MIN),
+    CellSpec("lru", LRUCell, ("h", None, "x_re", "x_im"), (True, False, True, True),
+             LRUCell.step, LRUCell.parallel, (), False,
              "Orvieto et al. 2023, Resurrecting Recurrent Neural Networks for Long Sequences"),
-    CellSpec("slstm", SLSTMCell, ("h", "c", "n", "m"), SLSTMCell.step, SLSTMCell.parallel,
-             ("input gate", "forget gate", "output gate"), False, "Beck et al. 2024, xLSTM"),
-    CellSpec("mlstm", MLSTMCell, ("h", "C", "n", "m"), MLSTMCell.step, MLSTMCell.parallel,
-             ("input gate", "forget gate", "output gate"), False, "Beck et al. 2024, xLSTM"),
+    CellSpec("slstm", SLSTMCell, ("h", "c", "n", "m"), (True, True, False, False),
+             SLSTMCell.step, SLSTMCell.parallel, _GATES, False, _XLSTM),
+    CellSpec("mlstm", MLSTMCell, ("h", "C", "n", "m"), (True, False, False, False),
+             MLSTMCell.step, MLSTMCell.parallel, _GATES, False, _XLSTM),
 )}
 CELL_NAMES: tuple[str, ...] = tuple(CELLS)  # rnn, lstm, gru, mingru, minlstm, lru, slstm, mlstm
 
