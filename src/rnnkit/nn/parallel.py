@@ -17,6 +17,7 @@ state enters linearly, so it may have any sign.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -45,10 +46,10 @@ def _join(local: Tensor, decay: Tensor, h0: Tensor, T: int) -> Tensor:
     return h.flatten(1, 2)[:, :T]
 
 
-def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: int = CHUNK) -> Tensor:
+def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: Optional[int] = None) -> Tensor:
     """``h_t = a_t h_{t-1} + b_t`` for ``log_a``, ``log_b`` ``(B, T, K)`` from ``h0`` ``(B, K)`` -> ``(B, T, K)``."""
     T = log_a.shape[1]
-    chunk = min(chunk, T)
+    chunk = min(chunk or CHUNK, T)
     la = _chunks(log_a, chunk, 0.0)  # (B, n, C, K)
     lb = _chunks(log_b, chunk, LOG_ZERO)
     A = la.cumsum(2)  # log of the decay product since the chunk's start
@@ -56,10 +57,10 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: int = CHUNK) -> Te
     return _join(local, torch.exp(A), h0, T)
 
 
-def linear_scan(a: Tensor, b: Tensor, h0: Tensor, chunk: int = CHUNK) -> Tensor:
+def linear_scan(a: Tensor, b: Tensor, h0: Tensor, chunk: Optional[int] = None) -> Tensor:
     """``h_t = a_t h_{t-1} + b_t`` for ``a``, ``b`` ``(B, T, K)`` (real or complex) from ``h0`` ``(B, K)``."""
     T = a.shape[1]
-    chunk = min(chunk, T)
+    chunk = min(chunk or CHUNK, T)
     a = _chunks(a, chunk, 1.0)  # (B, n, C, K)
     b = _chunks(b, chunk, 0.0)
     d = 1
