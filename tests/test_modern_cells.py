@@ -45,6 +45,31 @@ def readout_grads(out: torch.Tensor, st: State, wrt, seed=1):
     return [torch.zeros_like(w) if d is None else d for w, d in zip(wrt, grads)]  # None: no path, a zero gradient
 
 
+@pytest.mark.parametrize("chunk", [4, 64])
+def test_scans_follow_a_sequential_loop_over_long_sequences(chunk, monkeypatch):
+    """Float32 scans over 3000 steps (strong and weak decay, a start state of either sign) against a
+    float64 loop.  (One chunk of all 3000 steps is 40x further off, 6e-4 relative: hence the chunks.)"""
+    monkeypatch.setattr(parallel, "CHUNK", chunk)
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    log_a = -torch.rand(2, n, 3, generator=g, dtype=torch.float64) * torch.tensor([0.01, 1.0, 5.0], dtype=torch.float64)
+    log_b = torch.randn(2, n, 3, generator=g, dtype=torch.float64)
+    h0 = torch.tensor([[1.0, -2.0, 0.5], [-1.0, 0.0, 3.0]], dtype=torch.float64)
+    log_lam = torch.complex(torch.tensor([-0.001, -0.1, -2.0]), torch.tensor([0.3, 2.0, -1.0])).to(torch.complex128)
+    b = torch.randn(2, n, 3, generator=g, dtype=torch.complex128)
+    want_real, want_complex = [], []
+    h, x = h0, h0.to(torch.complex128)
+    for t in range(n):
+        h = log_a[:, t].exp() * h + log_b[:, t].exp()
+        x = log_lam.exp() * x + b[:, t]
+        want_real.append(h)
+        want_complex.append(x)
+    got = parallel.log_scan(log_a.float(), log_b.float(), h0.float())
+    torch.testing.assert_close(got, torch.stack(want_real, 1).float(), atol=1e-5, rtol=5e-5)
+    got = parallel.invariant_scan(log_lam.to(torch.complex64), b.to(torch.complex64), h0.to(torch.complex64))
+    torch.testing.assert_close(got, torch.stack(want_complex, 1).to(torch.complex64), atol=2e-4, rtol=1e-5)
+
+
 def test_the_table():
     assert CELL_NAMES == ("rnn", "lstm", "gru", "mingru", "minlstm", "lru", "slstm", "mlstm")
     assert [n for n in CELL_NAMES if CELLS[n].exportable] == ["rnn", "lstm", "gru"]

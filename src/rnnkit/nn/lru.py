@@ -18,7 +18,7 @@ D is a full ``(H, I)`` matrix here (the paper's is diagonal with ``I = H``) so t
 a layer may change the width.
 
 The state is ``(h, None, x_re, x_im)``: ``h`` ``(B, H)`` the last output, ``x`` ``(B, N)``
-complex as its real and imaginary parts.  Training runs ``linear_scan`` (chunked
+complex as its real and imaginary parts.  Training runs ``invariant_scan`` (chunked
 Hillis-Steele, complex) over the whole sequence.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.nn.base import SequenceCell, pad_mask
-from rnnkit.nn.parallel import linear_scan
+from rnnkit.nn.base import SequenceCell
+from rnnkit.nn.parallel import invariant_scan
 from rnnkit.nn.state import State
 
 
@@ -76,6 +76,10 @@ class LRUCell(SequenceCell):
             if self.bias_out is not None:
                 nn.init.uniform_(self.bias_out, -bound, bound)
 
+    def log_lam(self) -> Tensor:
+        """``log lambda = -exp(nu_log) + i exp(theta_log)`` ``(N,)`` complex."""
+        return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
+
     def lam(self) -> Tensor:
         """The diagonal ``lambda`` ``(N,)`` complex, ``|lambda| = exp(-exp(nu_log)) < 1``."""
         return torch.polar(torch.exp(-torch.exp(self.nu_log)), torch.exp(self.theta_log))
@@ -96,18 +100,18 @@ class LRUCell(SequenceCell):
         return State(self._read(x.real, x.imag, u), None, x.real, x.imag)
 
     def parallel(self, u: Tensor, state: State, keep: Optional[Tensor]) -> tuple[Tensor, State]:
-        B, T, _ = u.shape
-        a = self.lam().expand(B, T, -1)  # (B, T, N)
-        a = pad_mask(keep, a, 1.0)  # a pad leaves x alone: a = 1, b = 0
-        b = pad_mask(keep, self._drive(u), 0.0)  # (B, T, N)
+        # Pads come after each row's last real step, so they never reach a real step's state: the
+        # scan runs over them with the one lambda of every step, and the final state is each row's
+        # state at its last real step.
         x0 = torch.complex(*state.extra)  # (B, N)
-        x = linear_scan(a, b, x0)  # (B, T, N) complex
+        x = invariant_scan(self.log_lam(), self._drive(u), x0)  # (B, T, N) complex
         out = self._read(x.real, x.imag, u)  # (B, T, H)
-        h = out[:, -1] if keep is None else _last(out, keep)
-        return out, State(h, None, x.real[:, -1], x.imag[:, -1])
+        if keep is None:
+            return out, State(out[:, -1], None, x.real[:, -1], x.imag[:, -1])
+        last = keep.sum(1) - 1  # (B,)
+        return out, State(*(None if t is None else _at(t, last) for t in (out, None, x.real, x.imag)))
 
 
-def _last(out: Tensor, keep: Tensor) -> Tensor:
-    """Each row's output at its last real step: ``(B, T, H)`` -> ``(B, H)``."""
-    last = keep.sum(1) - 1  # (B,)
-    return out.gather(1, last.view(-1, 1, 1).expand(-1, 1, out.shape[2])).squeeze(1)
+def _at(t: Tensor, index: Tensor) -> Tensor:
+    """Row ``b`` of ``t`` ``(B, T, K)`` at step ``index[b]``: ``(B, K)``."""
+    return t.gather(1, index.view(-1, 1, 1).expand(-1, 1, t.shape[2])).squeeze(1)

@@ -10,9 +10,10 @@ state enters linearly, so it may have any sign.
 * ``log_scan`` (minGRU, minLSTM): ``a_t > 0`` and ``b_t > 0`` given by their logs,
   the log-space (Heinsen) scan ``log h_t = A_t + logcumsumexp_s(log b_s - A_s)``
   with ``A_t = sum_{s<=t} log a_s``;
-* ``linear_scan`` (LRU, complex): any ``a_t`` and ``b_t`` (real or complex), a
-  Hillis-Steele scan within each chunk (``log2 CHUNK`` rounds, only products of
-  ``a``, no division).
+* ``invariant_scan`` (LRU, complex): one ``a`` for every step, any ``b_t``; a
+  Hillis-Steele scan within each chunk: ``log2 CHUNK`` rounds, round r adding
+  ``a^d`` times the partial sum ``d = 2^r`` steps back, with ``a^d = exp(d log a)``
+  (no division, no product of many factors).
 """
 from __future__ import annotations
 
@@ -37,11 +38,14 @@ def _chunks(t: Tensor, chunk: int, fill: float) -> Tensor:
 
 
 def _join(local: Tensor, decay: Tensor, h0: Tensor, T: int) -> Tensor:
-    """Chunk-local states ``(B, n, C, K)`` (from zero) and decay products plus the start ``h0`` ``(B, K)``
-    -> every step's state ``(B, T, K)``: ``h = local + decay * (state before the chunk)``."""
+    """Chunk-local states ``(B, n, C, K)`` (from zero) and the decay products since each chunk's start
+    (``(B, n, C, K)``, or ``(C, K)`` for all chunks alike) plus the start ``h0`` ``(B, K)`` -> every step's
+    state ``(B, T, K)``: ``h = local + decay * (the state before the chunk)``."""
+    n = local.shape[1]
+    ends = decay[..., -1, :].expand(local.shape[0], n, -1) if decay.dim() == 2 else decay[:, :, -1]  # (B, n, K)
     starts = [h0]
-    for k in range(local.shape[1] - 1):  # the state each chunk starts from
-        starts.append(local[:, k, -1] + decay[:, k, -1] * starts[-1])
+    for k in range(n - 1):  # the state each chunk starts from
+        starts.append(local[:, k, -1] + ends[:, k] * starts[-1])
     h = local + decay * torch.stack(starts, 1).unsqueeze(2)  # (B, n, C, K)
     return h.flatten(1, 2)[:, :T]
 
@@ -57,15 +61,16 @@ def log_scan(log_a: Tensor, log_b: Tensor, h0: Tensor, chunk: Optional[int] = No
     return _join(local, torch.exp(A), h0, T)
 
 
-def linear_scan(a: Tensor, b: Tensor, h0: Tensor, chunk: Optional[int] = None) -> Tensor:
-    """``h_t = a_t h_{t-1} + b_t`` for ``a``, ``b`` ``(B, T, K)`` (real or complex) from ``h0`` ``(B, K)``."""
-    T = a.shape[1]
+def invariant_scan(log_a: Tensor, b: Tensor, h0: Tensor, chunk: Optional[int] = None) -> Tensor:
+    """``h_t = a h_{t-1} + b_t`` with one ``a = exp(log_a)`` ``(K,)`` for every step (LRU's lambda, complex):
+    ``b`` ``(B, T, K)`` from ``h0`` ``(B, K)`` -> ``(B, T, K)``.  Hillis-Steele within chunks with the
+    powers ``a^(2^r) = exp(2^r log a)``, exact for any ``|a| <= 1``."""
+    T = b.shape[1]
     chunk = min(chunk or CHUNK, T)
-    a = _chunks(a, chunk, 1.0)  # (B, n, C, K)
-    b = _chunks(b, chunk, 0.0)
+    b = _chunks(b, chunk, 0.0)  # (B, n, C, K)
     d = 1
-    while d < chunk:  # after the round with offset d, each step holds the product / sum of its last 2d steps
-        b = b + a * F.pad(b[:, :, :-d], (0, 0, d, 0))
-        a = a * F.pad(a[:, :, :-d], (0, 0, d, 0), value=1.0)
+    while d < chunk:
+        b = b + torch.exp(d * log_a) * F.pad(b[:, :, :-d], (0, 0, d, 0))
         d *= 2
-    return _join(b, a, h0, T)
+    steps = torch.arange(1, chunk + 1, device=b.device, dtype=log_a.real.dtype).unsqueeze(1)  # (C, 1)
+    return _join(b, torch.exp(steps * log_a), h0, T)  # decay a^(j+1) at step j of a chunk: (C, K)
