@@ -1,5 +1,7 @@
 """minGRU, minLSTM, LRU, sLSTM, mLSTM: the parallel form equals the reference steps, pads change nothing,
 stepping equals unrolling, and every model runs, decodes and learns with each cell."""
+import copy
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -188,6 +190,11 @@ def test_state_methods_work_on_every_layout(mode):
     assert all(torch.equal(a, b) for a, b in zip(restacked, st) if a is not None)
     assert not any(t.requires_grad for t in st.detach() if t is not None)
     assert State(*list(st)) == st  # the trainer saves list(carry) and restores State(*carry)
+    leaves, spec = torch.utils._pytree.tree_flatten(st)  # DDP and torch.compile see every tensor
+    assert sum(isinstance(t, torch.Tensor) for t in leaves) == sum(t is not None for t in st)
+    assert torch.utils._pytree.tree_unflatten(leaves, spec) == st
+    copied = copy.deepcopy(st.detach())
+    assert isinstance(copied, State) and all(torch.equal(a, b) for a, b in zip(copied, st) if a is not None)
     if any(t is not None for t in st.extra):
         with pytest.raises(ValueError, match="no torch.nn form"):
             st.as_torch()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Sequence
 
 import torch
+import torch.utils._pytree as pytree
 from torch import Tensor
 
 
@@ -114,3 +115,9 @@ class State(tuple):
         if isinstance(hx, tuple):
             return State(hx[0], hx[1])
         return State(hx)
+
+
+# A node of torch's pytrees (as the NamedTuple it used to be): DDP, torch.compile and torch.export
+# find the tensors inside a State and rebuild it.
+pytree.register_pytree_node(State, lambda s: (list(s), None), lambda values, _: State(*values),
+                            serialized_type_name="rnnkit.nn.state.State")
