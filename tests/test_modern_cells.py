@@ -113,6 +113,23 @@ def test_parallel_equals_reference(mode, bidirectional):
 
 
 @pytest.mark.parametrize("mode", NEW)
+def test_dropout_between_layers_and_no_bias(mode):
+    """Both backends draw the same masks between layers (same numbers from the same seed); eval drops
+    nothing; bias=False leaves out the biases (mLSTM's gate biases stay: they open the forget gate)."""
+    rnn = Recurrent(mode, I, H, num_layers=3, dropout=0.5, bias=False)
+    assert all("bias" not in n or "bias_gates" in n for n, _ in rnn.named_parameters())
+    x = torch.randn(B, T, I)
+    outs = {}
+    for backend in ("fused", "reference"):
+        rnn.backend = backend
+        torch.manual_seed(3)
+        outs[backend] = rnn.train()(x)[0]
+    torch.testing.assert_close(outs["fused"], outs["reference"], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        assert not torch.allclose(outs["fused"], rnn.eval()(x)[0])
+
+
+@pytest.mark.parametrize("mode", NEW)
 def test_gradcheck_float64(mode):
     """The parallel form's gradients (inputs, initial state, every weight) against finite differences."""
     torch.manual_seed(0)
@@ -277,12 +294,13 @@ def test_classifier_and_tagger_train_with_every_parameter(mode):
 @pytest.mark.parametrize("bridge", ["copy", "linear", "zero"])
 @pytest.mark.parametrize("mode", NEW)
 def test_seq2seq_decodes_with_every_bridge(mode, bridge):
-    """Bidirectional encoder -> decoder of twice the width; teacher-forced logits equal the step loop's;
-    greedy equals beam 1 through the state's index_select."""
+    """Bidirectional encoder -> decoder of twice the width; teacher-forced logits (Luong: the decoder's
+    parallel form from the bridged state; Bahdanau: its step loop) equal the step loop's; greedy equals
+    beam 1 through the state's index_select."""
     torch.manual_seed(0)
     model = Seq2Seq(Seq2SeqConfig(src_vocab_size=11, tgt_vocab_size=13, embedding_size=8, hidden_size=32,
                                   cell=mode, bidirectional=True, num_layers=2, dropout=0.0,
-                                  attention="bahdanau", bridge=bridge)).eval()
+                                  attention="bahdanau" if bridge == "zero" else "luong", bridge=bridge)).eval()
     g = torch.Generator().manual_seed(1)
     src = [torch.randint(3, 11, (n,), generator=g).tolist() for n in (5, 3, 7)]
     tgt = [torch.randint(3, 13, (n,), generator=g).tolist() for n in (4, 6, 2)]
