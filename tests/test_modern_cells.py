@@ -81,6 +81,8 @@ def test_the_table():
         assert row.sequence_cell and row.parallel is not None and len(row.bridgeable) == len(row.state_names)
         cell = make_cell(name, I, H)
         assert isinstance(cell, row.cls) and len(cell.state_sizes) == len(row.state_names)
+        x = torch.randn(B, I)
+        torch.testing.assert_close(cell(x).h, cell.step(x, cell.zero_state(B, x)).h)  # a cell does one step
         assert GATE_NAMES[name] == row.gates
 
 

@@ -36,9 +36,15 @@ class SequenceCell(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
 
-    def zero_state(self, batch_size: int, like: Tensor, lead: tuple[int, ...] = ()) -> State:
-        """Zeros of ``(*lead, B, K_i)`` with the dtype and device of ``like``."""
-        return State(*(None if k is None else like.new_zeros(*lead, batch_size, k) for k in self.state_sizes))
+    def zero_state(self, batch_size: int, like: Tensor) -> State:
+        """Zeros of ``(B, K_i)`` with the dtype and device of ``like``."""
+        return State(*(None if k is None else like.new_zeros(batch_size, k) for k in self.state_sizes))
+
+    def forward(self, x: Tensor, state: Optional[State] = None) -> State:
+        """One step, as ``RNNCell`` / ``LSTMCell``: ``x`` ``(B, I)``, ``state`` of ``(B, K_i)`` (zeros if None)."""
+        if x.dim() != 2 or x.size(1) != self.input_size:
+            raise ValueError(f"x must be (B, input_size={self.input_size}); got shape {tuple(x.shape)}")
+        return self.step(x, self.zero_state(x.size(0), x) if state is None else state)
 
     def step(self, x: Tensor, state: State, gates: Optional[dict[str, Tensor]] = None) -> State:
         """One step: ``x`` ``(B, I)``, ``state`` of ``(B, K_i)`` -> the next state (``h`` is the output).

@@ -201,15 +201,15 @@ class Recurrent(nn.Module):
         if self.spec.sequence_cell:
             return self.cells[layer * self.num_directions + direction].step(x, state, gates)
         w_ih, w_hh, b_ih, b_hh = self._layer_weights(layer, direction)
-        new = RECUR[self.mode](input_projection(x, w_ih, b_ih), state, w_hh, b_hh)
-        if gates is not None and self.mode in ("lstm", "gru"):
-            pre = input_projection(x, w_ih, b_ih)
-            hw = F.linear(state.h, w_hh, b_hh)
+        xw = input_projection(x, w_ih, b_ih)  # (B, G*H)
+        new = RECUR[self.mode](xw, state, w_hh, b_hh)
+        if gates is not None and self.mode in ("lstm", "gru"):  # the sigmoid gates, recomputed for display
+            pre = xw + F.linear(state.h, w_hh, b_hh)  # (B, G*H)
             if self.mode == "lstm":
-                i, f, _, o = (pre + hw).sigmoid().chunk(4, dim=-1)
+                i, f, _, o = pre.sigmoid().chunk(4, dim=-1)
                 gates.update({"input gate": i, "forget gate": f, "output gate": o, "cell": new.c})
             else:
-                r, z = (pre + hw)[..., : 2 * self.hidden_size].sigmoid().chunk(2, dim=-1)
+                r, z = pre[..., : 2 * self.hidden_size].sigmoid().chunk(2, dim=-1)
                 gates.update({"reset gate": r, "update gate": z})
         return new
 
