@@ -1,4 +1,4 @@
-"""Modern cells: training and generation speed and peak memory of every cell in rnnkit's table, against its LSTM and GRU.
+"""Modern cells: training and generation speed and peak memory of every cell in the table, against LSTM and GRU.
 
 Each cell of ``rnnkit.nn.CELL_NAMES`` as a ``Recurrent`` of the shapes of ``benchmarks/scaling.py``
 (2 layers, batch 32, input 64, hidden 256; default backend: the parallel form for minGRU, minLSTM,
@@ -14,6 +14,7 @@ LRU and mLSTM, sLSTM's tight loop, torch's kernels or ``rnnkit.nn.scan`` for RNN
 
     python benchmarks/modern_cells.py            # the full sweep (long: lengths up to 8192)
     python benchmarks/modern_cells.py --quick    # tiny shapes, lengths 32 and 64: a smoke run
+    python benchmarks/modern_cells.py --cells lstm gru mlstm --lengths 128 512 --no-memory   # a part
 
 Writes benchmarks/results/modern_cells[-quick].json and prints a table.
 """
@@ -133,13 +134,17 @@ def print_tables(res: dict) -> None:
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--cells", nargs="+", choices=CELL_NAMES, help="[all of rnnkit.nn.CELL_NAMES]")
+    ap.add_argument("--lengths", nargs="+", type=int,
+                    help="training sequence lengths [128 512 2048 8192; --quick: 32 64]")
     ap.add_argument("--rounds", type=int, help="timing rounds per point [3; --quick: 2]")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     ap.add_argument("--one", nargs=2, metavar=("CELL", "LENGTH"),
                     help=argparse.SUPPRESS)  # the child process: measure one training step's memory, print JSON
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    shape = QUICK if args.quick else FULL
+    shape = dict(QUICK if args.quick else FULL)
+    if args.lengths:
+        shape["lengths"] = args.lengths
     if args.one:
         print(json.dumps(measure_one(args.one[0], int(args.one[1]), shape)))
         return

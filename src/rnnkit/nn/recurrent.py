@@ -149,7 +149,9 @@ class Recurrent(nn.Module):
         ``.cuda()``; call it again if you replace a parameter object.
         """
         ws = self._flat_weights()
-        if not ws or not all(w.is_cuda and w.dtype == ws[0].dtype and torch.backends.cudnn.is_acceptable(w) for w in ws):
+        if not ws:  # a table cell: no torch.nn weights to lay out
+            return
+        if not all(w.is_cuda and w.dtype == ws[0].dtype and torch.backends.cudnn.is_acceptable(w) for w in ws):
             return
         if len({w.data_ptr() for w in ws}) != len(ws) or not torch._use_cudnn_rnn_flatten_weight():
             return

@@ -4,9 +4,10 @@ A trained language model reads a text one token at a time; ``trace`` records,
 for every layer, the hidden state after each token and the gates its cell
 reports by name (an LSTM its input, forget and output gates and its cell, a GRU
 its reset and update gates, minGRU its update gate, sLSTM and mLSTM their
-stabilised input and forget gates and output gate; see ``rnnkit.nn.CELLS``).  ``unit_features`` correlates each hidden unit with simple properties
-of the position (inside quotes or brackets, position in the line, start of a
-word, a capital, a vowel, ...), and ``draw`` colours each token of the text by
+stabilised input and forget gates and output gate; see ``rnnkit.nn.CELLS``).
+``unit_features`` correlates each hidden unit with simple properties of the
+position (inside quotes or brackets, position in the line, start of a word, a
+capital, a vowel, ...), and ``draw`` colours each token of the text by
 the activation of chosen units, one block per unit and gate — the view that
 shows a unit that counts the line, or one that switches on inside quotes.
 """
