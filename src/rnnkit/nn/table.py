@@ -30,7 +30,9 @@ class CellSpec:
     state_names: tuple[Optional[str], ...]  # what each place of State (h, c, *extra) holds; None: empty
     bridgeable: tuple[bool, ...]           # places a learned map may replace (values, not normalisers,
                                            # stabilisers or a matrix memory): seq2seq's linear bridge
-    reference: Callable                    # one time step from the paper's equations
+    reference: Callable                    # one time step from the paper's equations: rnn / lstm / gru
+                                           # after the hoisted input projection (cells.RECUR), the others
+                                           # their cell's step(x, state, gates)
     parallel: Optional[Callable]           # the whole sequence at once (training); None: torch's fused
                                            # kernel, or rnnkit.nn.scan on CPU (see Recurrent)
     gates: tuple[str, ...]                 # gate names the step reports (rnnkit inspect draws them in [0, 1])
