@@ -156,9 +156,11 @@ class Seq2Seq(nn.Module):
                                                                                 padding_idx=c.tgt_pad_id)
         self.encoder = Recurrent(c.cell, E, H // D, num_layers=c.num_layers, bidirectional=c.bidirectional,
                                  dropout=c.dropout if c.num_layers > 1 else 0.0, backend=c.backend)
-        if c.bridge == "linear":
-            self.bridge_h = nn.Linear(H, H)
-            self.bridge_c = nn.Linear(H, H) if c.cell == "lstm" else None
+        if c.bridge == "linear":  # one map per place of the state the cell table marks bridgeable
+            spec = self.encoder.spec
+            for name, size, free in zip(spec.state_names, self.encoder.state_sizes, spec.bridgeable):
+                if free:
+                    self.add_module(f"bridge_{name}", nn.Linear(D * size, D * size))  # bridge_h, bridge_c, ...
         self.attention = None
         if c.attention != "none":
             self.attention = Attention("bahdanau" if c.attention == "bahdanau" else c.score, H, H)
@@ -168,6 +170,7 @@ class Seq2Seq(nn.Module):
                                  dropout=c.dropout if c.num_layers > 1 else 0.0, backend=c.backend)
         self.drop = Dropout(c.dropout)
         self.out = Linear(H, c.tgt_vocab_size)
+        self._check_bridge()
         if c.tie_embeddings:
             self.out.weight = self.tgt_embed.weight
 
@@ -211,19 +214,43 @@ class Seq2Seq(nn.Module):
         feed = memory.new_zeros(B, self.config.hidden_size) if self.config.input_feeding else None
         return Seq2SeqState(rnn, feed, memory, keys, mask)
 
+    def _check_bridge(self) -> None:
+        """The encoder's final state, directions joined, must have the decoder's shape (``copy`` and ``linear``).
+
+        Every tensor of a state is ``(L*D, B, K)``; a bidirectional encoder's two directions
+        join side by side along ``K``, which fits the decoder of twice the width whenever a
+        cell's state sizes grow linearly with its width (true of every cell in the table;
+        for mLSTM, whose heads have gcd(width, 16) units, when 32 divides hidden_size).
+        """
+        c = self.config
+        if c.bridge == "zero":
+            return
+        D = 2 if c.bidirectional else 1
+        joined = tuple(None if k is None else D * k for k in self.encoder.state_sizes)
+        if joined != self.decoder.state_sizes:
+            raise ValueError(f"the {c.cell} encoder's final state (sizes {joined}, directions joined) does not fit "
+                             f"the decoder's (sizes {self.decoder.state_sizes}); use bridge='zero' or another "
+                             "hidden_size (mlstm, bidirectional: a multiple of 32)")
+
     def _bridge(self, final: State) -> State:
+        """The decoder's starting state from the encoder's final one: ``copy`` (directions joined),
+        ``linear`` (each bridgeable tensor through its own map, ``h`` through ``tanh``; the rest
+        copied) or ``zero``."""
         c = self.config
         L, D = c.num_layers, 2 if c.bidirectional else 1
+        if c.bridge == "zero":
+            return self.decoder.zero_state(final.batch_size, final.h)
 
-        def join(t: Tensor) -> Tensor:  # (L*D, B, H/D) -> (L, B, H): directions side by side
+        def join(t: Tensor) -> Tensor:  # (L*D, B, K/D) -> (L, B, K): directions side by side
             return t.view(L, D, t.shape[1], t.shape[2]).permute(0, 2, 1, 3).reshape(L, t.shape[1], -1)
 
         state = final.map(join)
-        if c.bridge == "zero":
-            return state.map(torch.zeros_like)
         if c.bridge == "linear":
-            h = torch.tanh(self.bridge_h(state.h))
-            return State(h, None if state.c is None else self.bridge_c(state.c))
+            spec = self.decoder.spec
+            state = State(*(
+                t if t is None or not free else
+                (torch.tanh(self.bridge_h(t)) if place == 0 else getattr(self, f"bridge_{name}")(t))
+                for place, (t, name, free) in enumerate(zip(state, spec.state_names, spec.bridgeable))))
         return state
 
     # ---------------------------------------------------------------- decoder

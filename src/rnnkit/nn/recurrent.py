@@ -19,6 +19,14 @@ One set of parameters, named and shaped as in ``torch.nn.RNN/LSTM/GRU``
 Both give each sequence of a padded batch exactly what it gets alone, zeros at
 pad positions of the output, and final states taken at each sequence's last
 real step.  ``backend`` can be flipped after construction; checkpoints are the same.
+
+The cells beyond RNN / LSTM / GRU (minGRU, minLSTM, LRU, sLSTM, mLSTM; the cell
+table, ``rnnkit.nn.table``) are one ``SequenceCell`` module per layer and direction
+(``cells.0``, ``cells.1``, ... in the order ``layer * D + direction``).  For them
+``backend="fused"`` runs each cell's parallel form (a scan, the chunked parallel
+mLSTM, sLSTM's tight loop) and ``backend="reference"`` its step from the paper's
+equations; a single time step always steps the cells.  Lengths, directions, dropout
+between layers and the returned ``State`` work as for the others.
 """
 from __future__ import annotations
 
@@ -32,9 +40,10 @@ from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import rnnkit.nn.dropout as dropout_impl
-from rnnkit.nn.cells import GATES, RECUR, RecurFn, canonical_mode, input_projection
+from rnnkit.nn.cells import GATES, RECUR, RecurFn, input_projection
 from rnnkit.nn.scan import SCAN_MODES, scan_layer
 from rnnkit.nn.state import State
+from rnnkit.nn.table import canonical_mode, spec
 
 BACKENDS = ("fused", "reference")
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -42,10 +51,10 @@ _FUSED = {"rnn_tanh": _VF.rnn_tanh, "rnn_relu": _VF.rnn_relu, "lstm": _VF.lstm, 
 
 
 class Recurrent(nn.Module):
-    """Stacked (bi)directional RNN / LSTM / GRU over batch-first sequences.
+    """Stacked (bi)directional recurrent layers of any cell in the table, over batch-first sequences.
 
     ``forward(x (B, T, I), lengths (B,) | None, state | None)`` returns
-    ``(outputs (B, T, D*H), State with h (and c) of shape (L*D, B, H))``, where
+    ``(outputs (B, T, D*H), State of (L*D, B, K_i) tensors: h (and c, ...))``, where
     ``D = 2`` if bidirectional else 1 and the state rows are ordered
     ``layer * D + direction`` as in ``torch.nn.LSTM``.
     """
@@ -81,10 +90,16 @@ class Recurrent(nn.Module):
         self.locked_dropout = bool(locked_dropout)  # one mask per sequence between layers, shared over time
         self.bias = bias
         self.backend = backend  # validated by the property setter
+        self.spec = spec(self.mode)
 
-        gh = GATES[self.mode] * hidden_size
         # Per (layer, direction), in torch.nn.LSTM order: names of (w_ih, w_hh[, b_ih, b_hh]).
         self._weight_names: list[tuple[str, ...]] = []
+        if self.spec.sequence_cell:
+            self.cells = nn.ModuleList(
+                self.spec.cls(input_size if layer == 0 else hidden_size * self.num_directions, hidden_size, bias=bias)
+                for layer in range(num_layers) for _ in range(self.num_directions))
+            return
+        gh = GATES[self.mode] * hidden_size
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else hidden_size * self.num_directions
             for direction in range(self.num_directions):
@@ -111,7 +126,11 @@ class Recurrent(nn.Module):
         self._backend = value
 
     def reset_parameters(self) -> None:
-        """Uniform in ``±1/sqrt(H)``, as ``torch.nn``."""
+        """Uniform in ``±1/sqrt(H)``, as ``torch.nn``; a table cell initialises itself as its paper does."""
+        if self.spec.sequence_cell:
+            for cell in self.cells:
+                cell.reset_parameters()
+            return
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
@@ -132,6 +151,8 @@ class Recurrent(nn.Module):
         ``.cuda()``; call it again if you replace a parameter object.
         """
         ws = self._flat_weights()
+        if not ws:  # a table cell: no torch.nn weights to lay out
+            return
         if not all(w.is_cuda and w.dtype == ws[0].dtype and torch.backends.cudnn.is_acceptable(w) for w in ws):
             return
         if len({w.data_ptr() for w in ws}) != len(ws) or not torch._use_cudnn_rnn_flatten_weight():
@@ -159,6 +180,43 @@ class Recurrent(nn.Module):
             s += ", bias=False"
         return s + f", backend={self.backend!r}"
 
+    @property
+    def state_sizes(self) -> tuple[Optional[int], ...]:
+        """``K`` of each place of the ``State`` ``(h, c, *extra)`` (None: empty), as the cell table lays it out."""
+        if self.spec.sequence_cell:
+            return self.cells[0].state_sizes
+        return tuple(None if n is None else self.hidden_size for n in self.spec.state_names)
+
+    def zero_state(self, batch_size: int, like: Tensor) -> State:
+        """The zero state: ``(L*D, B, K_i)`` tensors with the dtype and device of ``like``."""
+        LD = self.num_layers * self.num_directions
+        return State(*(None if k is None else like.new_zeros(LD, batch_size, k) for k in self.state_sizes))
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def cell_step(self, layer: int, direction: int, x: Tensor, state: State,
+                  gates: Optional[dict[str, Tensor]] = None) -> State:
+        """One reference step of one layer and direction: ``x`` ``(B, I_layer)``, ``state`` of ``(B, K_i)``.
+
+        ``gates`` (a dict) receives the step's gates by the names in the cell table's row
+        (each ``(B, H)``), and the LSTM's ``cell``; ``rnnkit inspect`` draws them.
+        """
+        if self.spec.sequence_cell:
+            return self.cells[layer * self.num_directions + direction].step(x, state, gates)
+        w_ih, w_hh, b_ih, b_hh = self._layer_weights(layer, direction)
+        xw = input_projection(x, w_ih, b_ih)  # (B, G*H)
+        new = RECUR[self.mode](xw, state, w_hh, b_hh)
+        if gates is not None and self.mode in ("lstm", "gru"):  # the sigmoid gates, recomputed for display
+            pre = xw + F.linear(state.h, w_hh, b_hh)  # (B, G*H)
+            if self.mode == "lstm":
+                i, f, _, o = pre.sigmoid().chunk(4, dim=-1)
+                gates.update({"input gate": i, "forget gate": f, "output gate": o, "cell": new.c})
+            else:
+                r, z = pre[..., : 2 * self.hidden_size].sigmoid().chunk(2, dim=-1)
+                gates.update({"reset gate": r, "update gate": z})
+        return new
+
     # --------------------------------------------------------------- forward
 
     def forward(
@@ -178,8 +236,10 @@ class Recurrent(nn.Module):
         if lengths is not None and bool((lengths == T).all()):
             lengths = None  # no pads: both backends take their exact, fastest path
         if state is None:
-            h = x.new_zeros(self.num_layers * self.num_directions, B, self.hidden_size)  # (L*D, B, H)
-            state = State(h, torch.zeros_like(h) if self.mode == "lstm" else None)
+            state = self.zero_state(B, x)  # (L*D, B, K_i) each
+        if self.spec.sequence_cell:
+            out, final = self._forward_cells(x, lengths, state)
+            return out, (final if need_state else None)
         strategy = "reference" if self.backend == "reference" else self._fused_strategy(x, lengths)
         if strategy == "scan":
             out, final = self._forward_scan(x, lengths, state)
@@ -257,8 +317,8 @@ class Recurrent(nn.Module):
         B, T, _ = x.shape
         if T == 0:
             raise ValueError("x must have at least one time step (T >= 1)")
-        if x.dtype != self.weight_ih_l0.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise ValueError(f"x dtype {x.dtype} must match the parameters' dtype {self.weight_ih_l0.dtype}")
+        if x.dtype != self._dtype() and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"x dtype {x.dtype} must match the parameters' dtype {self._dtype()}")
         if lengths is not None:
             if lengths.dim() != 1 or lengths.size(0) != B or lengths.dtype not in _INT_DTYPES:
                 raise ValueError(
@@ -271,14 +331,18 @@ class Recurrent(nn.Module):
         if state is not None:
             if not isinstance(state, State):
                 raise ValueError(f"state must be a rnnkit State; got {type(state).__name__}")
-            want = (self.num_layers * self.num_directions, B, self.hidden_size)
-            if (state.c is not None) != (self.mode == "lstm"):
-                raise ValueError(
-                    f"state.c must be {'given' if self.mode == 'lstm' else 'None'} for mode {self.mode!r}"
-                )
-            for name, t in (("h", state.h), ("c", state.c)):
-                if t is not None and tuple(t.shape) != want:
-                    raise ValueError(f"state.{name} must be (L*D, B, H) = {want}; got {tuple(t.shape)}")
+            LD = self.num_layers * self.num_directions
+            names = self.spec.state_names
+            if len(state) != len(names):
+                layout = ", ".join(n or "None" for n in names)
+                raise ValueError(f"a {self.mode!r} state is ({layout}); got {state!r}")
+            for place, (name, t, k) in enumerate(zip(names, state, self.state_sizes)):
+                label = name or ("h", "c")[place] if place < 2 else name or f"extra[{place - 2}]"
+                if (t is None) != (name is None):
+                    raise ValueError(f"state.{label} must be {'given' if name else 'None'} for mode {self.mode!r}")
+                if t is not None and tuple(t.shape) != (LD, B, k):
+                    size = "H" if k == self.hidden_size else "K"
+                    raise ValueError(f"state.{label} must be (L*D, B, {size}) = {(LD, B, k)}; got {tuple(t.shape)}")
 
     def _forward_fused(self, x: Tensor, lengths: Optional[Tensor], state: State) -> tuple[Tensor, State]:
         by_layer = self._drops_between_layers(x)
@@ -458,6 +522,36 @@ class Recurrent(nn.Module):
                 s0 = state.layer(layer * self.num_directions + direction)  # (B, H)
                 out, final = _scan(recur, xw, s0, w_hh, b_hh, masks)
                 outs.append(out if direction == 0 else _reverse(out, rev))  # (B, T, H)
+                finals.append(final)
+            layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, T, D*H)
+            layer_in = self._between_layers(layer_in, layer)
+        out = layer_in if valid is None else layer_in.masked_fill(~valid.unsqueeze(2), 0.0)  # zeros at pads
+        return out, State.stack(finals)
+
+    def _forward_cells(self, x: Tensor, lengths: Optional[Tensor], state: State) -> tuple[Tensor, State]:
+        """A table cell's layers: its parallel form (``fused``, more than one step) or its reference steps.
+
+        The backward direction reads each row reversed within its own length, so its pads
+        too come after every real step, where the cells leave the state alone.
+        """
+        T = x.size(1)
+        valid = rev = None
+        if lengths is not None:
+            steps = torch.arange(T, device=x.device)  # (T,)
+            lens = lengths.to(x.device).unsqueeze(1)  # (B, 1)
+            valid = steps < lens  # (B, T) True at real steps
+            rev = torch.where(valid, lens - 1 - steps, steps)  # (B, T) per-row reversal within the length
+        parallel = self.backend == "fused" and T > 1
+        finals: list[State] = []
+        layer_in = x  # (B, T, I) then (B, T, D*H)
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(self.num_directions):
+                cell = self.cells[layer * self.num_directions + direction]
+                seq = layer_in if direction == 0 else _reverse(layer_in, rev)
+                s0 = state.layer(layer * self.num_directions + direction)  # (B, K_i) each
+                out, final = (cell.parallel if parallel else cell.reference)(seq, s0, valid)  # (B, T, H)
+                outs.append(out if direction == 0 else _reverse(out, rev))
                 finals.append(final)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (B, T, D*H)
             layer_in = self._between_layers(layer_in, layer)

@@ -1,11 +1,13 @@
 """``rnnkit inspect``: what the recurrence carries, drawn over the text it reads.
 
 A trained language model reads a text one token at a time; ``trace`` records,
-for every layer, the hidden state after each token and — for an LSTM — its
-input, forget and output gates and its cell (for a GRU its reset and update
-gates).  ``unit_features`` correlates each hidden unit with simple properties
-of the position (inside quotes or brackets, position in the line, start of a
-word, a capital, a vowel, ...), and ``draw`` colours each token of the text by
+for every layer, the hidden state after each token and the gates its cell
+reports by name (an LSTM its input, forget and output gates and its cell, a GRU
+its reset and update gates, minGRU its update gate, sLSTM and mLSTM their
+stabilised input and forget gates and output gate; see ``rnnkit.nn.CELLS``).
+``unit_features`` correlates each hidden unit with simple properties of the
+position (inside quotes or brackets, position in the line, start of a word, a
+capital, a vowel, ...), and ``draw`` colours each token of the text by
 the activation of chosen units, one block per unit and gate — the view that
 shows a unit that counts the line, or one that switches on inside quotes.
 """
@@ -19,47 +21,32 @@ import torch
 from torch import Tensor
 
 from rnnkit.errors import ConfigError
+from rnnkit.nn import CELLS
 
-GATE_NAMES = {"lstm": ("input gate", "forget gate", "output gate"), "gru": ("reset gate", "update gate")}
+# mode -> the gates inspect draws (names as each cell's step reports them), from the cell table
+GATE_NAMES = {**{name: row.gates for name, row in CELLS.items()}, "rnn_tanh": (), "rnn_relu": ()}
 
 
 def trace(rnn, x: Tensor) -> list[dict[str, Tensor]]:
-    """Run a unidirectional ``Recurrent`` over ``x (T, input_size)`` cell by cell; per layer a dict of
-    ``(T, H)`` traces: ``hidden`` and, for an LSTM, ``cell`` and its gates, for a GRU its gates."""
+    """Run a unidirectional ``Recurrent`` over ``x (T, input_size)`` one reference step at a time; per
+    layer a dict of ``(T, H)`` traces: ``hidden`` and the gates the cell reports (``GATE_NAMES``;
+    for an LSTM also its ``cell``)."""
     if rnn.bidirectional:
         raise ConfigError("inspect reads unidirectional models (a language model)")
     layers = []
-    inp = x
+    inp = x.unsqueeze(1)  # (T, 1, I): one row of a batch of one
     for layer in range(rnn.num_layers):
-        w_ih, w_hh, b_ih, b_hh = rnn._layer_weights(layer, 0)
-        xw = torch.nn.functional.linear(inp, w_ih, b_ih)  # (T, G*H)
-        H = rnn.hidden_size
-        h = x.new_zeros(H)
-        c = x.new_zeros(H)
+        state = rnn.zero_state(1, x).layer(layer)  # (1, K_i) each
         rec: dict[str, list[Tensor]] = {"hidden": []}
-        for t in range(inp.shape[0]):
-            hw = torch.nn.functional.linear(h, w_hh, b_hh)
-            if rnn.mode == "lstm":
-                i, f, g, o = (xw[t] + hw).chunk(4)
-                i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
-                c = f * c + i * torch.tanh(g)
-                h = o * torch.tanh(c)
-                for name, v in (("input gate", i), ("forget gate", f), ("output gate", o), ("cell", c)):
-                    rec.setdefault(name, []).append(v)
-            elif rnn.mode == "gru":
-                x_r, x_z, x_n = xw[t].chunk(3)
-                h_r, h_z, h_n = hw.chunk(3)
-                r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
-                h = (1 - z) * torch.tanh(x_n + r * h_n) + z * h
-                rec.setdefault("reset gate", []).append(r)
-                rec.setdefault("update gate", []).append(z)
-            else:
-                pre = xw[t] + hw
-                h = torch.relu(pre) if rnn.mode == "rnn_relu" else torch.tanh(pre)
-            rec["hidden"].append(h)
-        traced = {k: torch.stack(v) for k, v in rec.items()}
+        for x_t in inp.unbind(0):  # (1, I)
+            gates: dict[str, Tensor] = {}
+            state = rnn.cell_step(layer, 0, x_t, state, gates)
+            rec["hidden"].append(state.h[0])
+            for name, v in gates.items():
+                rec.setdefault(name, []).append(v[0])
+        traced = {k: torch.stack(v) for k, v in rec.items()}  # (T, H) each
         layers.append(traced)
-        inp = traced["hidden"]
+        inp = traced["hidden"].unsqueeze(1)
     return layers
 
 
