@@ -91,3 +91,15 @@ def test_a_config_that_is_not_a_run_s_is_named(tmp_path, capsys, content):
 def test_evaluate_refuses_options_that_do_not_apply_to_the_run(lm_run, capsys):
     assert main(["evaluate", str(lm_run), "--src", "a.txt"]) == 2
     assert "--src does not apply" in _err(capsys)
+
+
+@pytest.mark.parametrize("cell", ["mingru", "lru", "slstm", "mlstm", "minlstm"])
+def test_every_cell_trains_generates_and_export_refuses_the_new_ones_by_name(tmp_path, tiny_text, capsys, cell):
+    pytest.importorskip("onnx")
+    out = tmp_path / cell
+    assert main(["train", "lm", "--data", str(tiny_text), "--out", str(out), "--cell", cell, *TINY]) == 0
+    assert main(["generate", str(out), "--length", "5", "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(out), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert f"the {cell} cell, which ONNX export cannot write" in _err(capsys)
+    assert not (tmp_path / "x.onnx").exists()

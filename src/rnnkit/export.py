@@ -68,6 +68,7 @@ import torch
 from rnnkit import __version__
 from rnnkit import checkpoint as ckpt
 from rnnkit.errors import CheckpointError, ConfigError
+from rnnkit.nn.table import CELLS
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "MIN_OPSET", "sidecar_path", "viterbi"]
 
@@ -111,6 +112,11 @@ def export_onnx(run: str | Path, out: str | Path, opset: Optional[int] = None) -
     task = task_of_run(run, "export")
     config, model, vocabs = open_run(run, task.vocabs)
     _check_float32(model, run)
+    cell = getattr(model.config, "cell", "lstm")
+    if not CELLS[cell].exportable:
+        raise ConfigError(f"{run} uses the {cell} cell, which ONNX export cannot write (it exports "
+                          f"{', '.join(n for n, c in CELLS.items() if c.exportable)}); use the run through "
+                          "rnnkit's own predict, translate, generate or serve instead")
     if getattr(model.config, "ensemble", 1) > 1:
         raise ConfigError(f"{run} holds an ensemble of {model.config.ensemble} classifiers; ONNX export "
                           "writes one network (train with --ensemble 1 to export)")
