@@ -1,7 +1,6 @@
 """Parallel text readers, length filtering, CMUdict and the fixed train/valid/test split."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
