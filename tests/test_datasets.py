@@ -60,7 +60,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def server():
     handler = type("Handler", (_Handler,), {"files": {"body.txt": BODY, "text.txt.gz": GZ}, "requests": []})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
     httpd.shutdown()
