@@ -28,7 +28,7 @@ against the faster of the two. Contestants are interleaved round by round after
 a warm-up step each (which also traces the TensorFlow graphs), medians compared.
 Tokens/s counts input tokens (LM, classifier, tagger) or decoder steps (seq2seq).
 
-Targets (from the issue): rnnkit >= 1.5x Keras on every row, >= 2x on the rows of hidden 512.
+Targets: rnnkit >= 1.5x Keras on every row, >= 2x on the rows of hidden 512.
 
 TensorFlow and Keras 3 are an optional dependency of this script only
 (``pip install -e '.[peer]'``, best in a separate venv: see benchmarks/README.md);
@@ -79,7 +79,7 @@ class Row:
 
 
 def rows(quick: bool) -> list[Row]:
-    """The issue's rows; ``--quick`` keeps their names and targets but shrinks every shape."""
+    """The rows compared; ``--quick`` keeps their names and targets but shrinks every shape."""
     lm = dict(vocab=65, embed=32 if quick else 64, layers=2, batch=16 if quick else 64, seq=32 if quick else 128)
     word = dict(vocab=1000 if quick else 10_000, embed=32 if quick else 128, hidden=64 if quick else 256, layers=2,
                 batch=16 if quick else 64, seq=20 if quick else 40)

@@ -3,7 +3,7 @@
 One process, the two orderings interleaved round by round, medians reported as a ratio.
 
     python benchmarks/seq2seq_pads.py                                  # bundled CMUdict (20k words)
-    python benchmarks/seq2seq_pads.py --data ../shared/data/cmudict/cmudict.dict --precision bf16
+    python benchmarks/seq2seq_pads.py --data $(rnnkit data get cmudict)/cmudict.dict --precision bf16
     python benchmarks/seq2seq_pads.py --quick                          # small model, under a minute
 
 The same examples (one bucketing pool: ``batch * 50`` training pairs of the CMUdict

@@ -3,7 +3,7 @@
 One process, contestants interleaved round by round, medians reported as ratios.
 
     python benchmarks/seq2seq_speed.py                       # random weights, Multi30k-like shapes
-    python benchmarks/seq2seq_speed.py --run runs/m30k-luong --src ../shared/data/multi30k/test_2016_flickr.de
+    python benchmarks/seq2seq_speed.py --run runs/m30k-luong --src $(rnnkit data get multi30k)/test_2016_flickr.de
     python benchmarks/seq2seq_speed.py --quick               # small shapes, under a minute
 
 Training: the same model (Luong ``general`` attention, no input feeding) trained

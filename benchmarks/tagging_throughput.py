@@ -8,7 +8,7 @@ interleaved; real (non-pad) tokens per second.
 * padded: shuffled batches padded to their longest sentence through ``torch.nn.LSTM``;
 * packed: the same shuffled batches through ``pack_padded_sequence``.
 
-    python benchmarks/tagging_throughput.py [--data ../shared/data/ud_english_ewt/en_ewt-ud-train.conllu] [--quick]
+    python benchmarks/tagging_throughput.py [--data en_ewt-ud-train.conllu] [--quick]
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnkit import datasets
 from rnnkit.batching import SequenceBatches, pad_sequences, tag_batch
 from rnnkit.data import read_conllu
 from rnnkit.models import Tagger, TaggerConfig
@@ -54,8 +55,8 @@ def run_pass(batches, step) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2]
-                                          / "shared/data/ud_english_ewt/en_ewt-ud-train.conllu"))
+    ap.add_argument("--data", default=None,
+                    help="a CoNLL-U file [UD English-EWT train from rnnkit's data cache, fetched if missing]")
     ap.add_argument("--quick", action="store_true", help="1,000 sentences, 2 rounds")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--hidden", type=int, default=128)
@@ -65,6 +66,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.data is None:  # UD English-EWT train from rnnkit's data cache (downloaded once, sha256 checked)
+        args.data = str(datasets.get("ud_english_ewt") / "en_ewt-ud-train.conllu")
     sents = read_conllu(args.data)
     if args.quick:
         sents, args.rounds = sents[:1000], 2

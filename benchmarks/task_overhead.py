@@ -38,7 +38,7 @@ from _common import median_times, parser, write_report
 
 PAD, BOS, EOS = 0, 1, 2  # special ids; random tokens are drawn from [4, vocab)
 LR, CLIP = 2e-3, 5.0
-TARGET = 0.95  # the goal for rnnkit tokens/s over bare tokens/s
+TARGET = 0.95  # the goal: rnnkit tokens/s over bare tokens/s
 
 
 # ---------------------------------------------------------------- bare models (what a user writes by hand)

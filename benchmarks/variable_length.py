@@ -16,7 +16,7 @@ Contestants:
   over the pads (what most hand-written loops do; pads are computed);
 * packed: the same shuffled batches through ``pack_padded_sequence`` (exact).
 
-    python benchmarks/variable_length.py [--datasets mr,ud,multi30k] [--data-root ../shared/data] [--quick]
+    python benchmarks/variable_length.py [--datasets mr,ud,multi30k] [--data-root DIR] [--quick]
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from _common import parser, write_report
+from rnnkit import datasets
 from rnnkit.batching import SequenceBatches, classify_batch, pad_sequences
 from rnnkit.data import read_classification, read_conllu
 from rnnkit.models import Classifier, ClassifierConfig
@@ -36,6 +37,7 @@ from rnnkit.tokenizers import make_tokenizer
 from rnnkit.vocab import Vocab
 
 DATASETS = ("mr", "ud", "multi30k")
+CATALOG_NAME = {"mr": "mr_polarity", "ud": "ud_english_ewt", "multi30k": "multi30k"}  # rnnkit.datasets names
 
 
 def load(name: str, root: Path) -> tuple[list[list[str]], list[int]]:
@@ -129,7 +131,8 @@ def measure(texts: list[list[str]], labels: list[int], args) -> dict:
 
 def main() -> None:
     ap = parser(__doc__)
-    ap.add_argument("--data-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data")
+    ap.add_argument("--data-root", type=Path, default=None,
+                    help="folder holding the datasets by name [rnnkit's data cache: $RNNKIT_DATA or ~/.cache/rnnkit/data]")
     ap.add_argument("--datasets", default=",".join(DATASETS), help=f"comma-separated, of {DATASETS}")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=128)
@@ -143,13 +146,14 @@ def main() -> None:
         ap.error(f"unknown dataset(s) {unknown}; choose from {DATASETS}")
     results = {}
     for name in names:
-        r = results[name] = measure(*load(name, args.data_root), args)
+        datasets.get(CATALOG_NAME[name], args.data_root)  # downloads what is missing, checks sha256
+        r = results[name] = measure(*load(name, datasets.data_root(args.data_root)), args)
         print(f"{name}: {r['sentences']:,} sentences, {r['real_tokens']:,} real tokens; pads per real token: "
               f"bucketed {r['pad_fraction']['bucketed']:.1%}, shuffled {r['pad_fraction']['shuffled']:.1%}")
         for k, v in r["real_tokens_per_s"].items():
             print(f"  {k:40} {v:>10,} real tokens/s")
         print(f"  rnnkit vs the better baseline: {r['rnnkit_vs_best_baseline']:.2f}x")
-    out = write_report("variable_length", args, data_root=str(args.data_root), rounds=args.rounds,
+    out = write_report("variable_length", args, data_root=str(datasets.data_root(args.data_root)), rounds=args.rounds,
                        shape=dict(batch=args.batch_size, embed=args.embed, hidden=args.hidden, layers=1,
                                   bidirectional=True),
                        datasets=results)

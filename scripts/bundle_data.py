@@ -1,6 +1,9 @@
-"""Rebuild the small datasets bundled in src/rnnkit/bundled from ../shared/data (see bundled/README.md).
+"""Rebuild the small datasets bundled in src/rnnkit/bundled from the full datasets (see bundled/README.md).
 
-    python scripts/bundle_data.py [--shared ../shared/data]
+    python scripts/bundle_data.py [--data-root DIR]
+
+The full datasets come from rnnkit's data cache (``rnnkit data get ud_english_ewt`` and ``cmudict``,
+fetched if missing, sha256 checked), or from ``--data-root``, a folder laid out the same way.
 
 UD English-EWT (CC BY-SA 4.0): the dev file with sentence ids and text kept and each word line reduced to
 ID, FORM, UPOS and XPOS (multiword ranges and empty nodes dropped).  CMUdict (BSD-2-Clause-style): 20,000
@@ -12,6 +15,8 @@ import argparse
 import random
 import shutil
 from pathlib import Path
+
+from rnnkit import datasets
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "rnnkit" / "bundled"
 
@@ -41,7 +46,11 @@ def cmudict(shared: Path, n: int = 20000) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--data-root", type=Path, default=None,
+                    help="folder holding the datasets by name [rnnkit's data cache: $RNNKIT_DATA or ~/.cache/rnnkit/data]")
     args = ap.parse_args()
-    ud(args.shared)
-    cmudict(args.shared)
+    for name in ("ud_english_ewt", "cmudict"):
+        datasets.get(name, args.data_root)  # fetches what is missing; every file's sha256 checked
+    root = datasets.data_root(args.data_root)
+    ud(root)
+    cmudict(root)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 
@@ -17,9 +16,10 @@ from rnnkit.data import (
     write_conll,
     write_conllu,
 )
+from rnnkit import datasets
 from rnnkit.errors import ConfigError, DataError
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SHARED = datasets.data_root()  # the full datasets, where `rnnkit data get` puts them (nothing is fetched here)
 EWT_DEV = SHARED / "ud_english_ewt" / "en_ewt-ud-dev.conllu"
 CONLL_TESTA = SHARED / "conll2003" / "eng.testa"
 

@@ -1,7 +1,6 @@
 """Parallel text readers, length filtering, CMUdict and the fixed train/valid/test split."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +13,10 @@ from rnnkit.data import (
     read_parallel_tsv,
     split_items,
 )
+from rnnkit import datasets
 from rnnkit.errors import ConfigError, DataError
 
-CMUDICT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cmudict" / "cmudict.dict"
+CMUDICT = datasets.data_root() / "cmudict" / "cmudict.dict"  # where `rnnkit data get cmudict` puts it
 
 
 def write(path, text, encoding="utf-8"):

@@ -28,10 +28,10 @@ def _final_weights(run):
 
 
 @pytest.mark.xfail(torch.cuda.is_available(), strict=False,
-                   reason="on an H200 (torch 2.11+cu130, session 5) the resumed run's weights differed from the "
+                   reason="on an H200 (torch 2.11+cu130, 2026-11-27) the resumed run's weights differed from the "
                           "uninterrupted run's by up to 1e-3, with --deterministic too; CPU runs are bitwise equal. "
-                          "Session 6 made --deterministic draw dropout between stacked layers from torch's "
-                          "generator instead of cuDNN's (not saved by checkpoints); not yet run on a GPU")
+                          "--deterministic now draws dropout between stacked layers from torch's generator instead "
+                          "of cuDNN's (which checkpoints cannot save); not yet confirmed on a GPU (docs/gpu-results.md)")
 def test_sigkill_then_resume_gives_bitwise_same_weights(tmp_path, tiny_text):
     full, cut = tmp_path / "full", tmp_path / "cut"
     p = _cli(["train", "lm", "--data", str(tiny_text), "--out", str(full), *TRAIN_ARGS])

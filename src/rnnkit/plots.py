@@ -8,13 +8,34 @@ from typing import Sequence
 from rnnkit.checkpoint import atomic_write_bytes
 
 
-def _pyplot():
-    import matplotlib
+class _Headless:
+    """The few pyplot calls the plots make, on ``matplotlib.figure.Figure`` objects that no backend
+    owns: drawing a run folder's PNG neither needs a display nor switches the backend of the
+    process that asked for it (a notebook keeps showing its own figures inline)."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    @staticmethod
+    def figure(**kwargs):
+        from matplotlib.figure import Figure
 
-    return plt
+        return Figure(**kwargs)
+
+    def subplots(self, nrows: int = 1, ncols: int = 1, **kwargs):
+        fig = self.figure(**kwargs)
+        return fig, fig.subplots(nrows, ncols)
+
+    @staticmethod
+    def get_cmap(name: str):
+        import matplotlib
+
+        return matplotlib.colormaps[name]
+
+    @staticmethod
+    def close(fig) -> None:
+        """Nothing to do: no pyplot registry holds the figure; it is freed with its last reference."""
+
+
+def _pyplot() -> _Headless:
+    return _Headless()
 
 
 def loss_curve(history: Sequence[dict], path: str | os.PathLike, title: str = "loss") -> None:

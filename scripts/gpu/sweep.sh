@@ -1,4 +1,4 @@
-# device call 2: CMUdict and MR configuration sweep, all jobs side by side on the one GPU
+# CMUdict and MR configuration sweep, all jobs side by side on the one GPU
 # usage: LIM=<seconds per job> CE=<CMU epochs> bash .gpudata/sweep.sh
 export PYTHONPATH=$PWD/.gpudata/site PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . > /dev/null 2>&1

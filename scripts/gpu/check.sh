@@ -1,4 +1,5 @@
-# device call 1 (session 5): environment, the whole suite on CUDA, and speed probes for the sweep
+# CUDA check: environment, the whole suite with CUDA as the default device, and speed probes for the CMUdict and MR sweeps
+# usage: OUT=<folder for the logs> bash .gpudata/check.sh
 export PYTHONPATH=$PWD/.gpudata/site PYTHONUNBUFFERED=1
 nvidia-smi -L; python3 -c "import torch,sys;print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name())"
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . 2>&1 | tail -2
