@@ -236,3 +236,16 @@ def test_format_list_shows_every_dataset_and_what_is_here(tmp_path):
     assert "here" in shakespeare and "1.1 MB" in shakespeare
     assert "instructions" in next(line for line in lines if line.startswith("conll2003"))
     assert str(tmp_path) in table
+
+
+def test_the_data_command_lists_describes_and_names_unknown_datasets(tmp_path, capsys):
+    from rnnkit.cli import main
+
+    assert main(["data", "list", "--dir", str(tmp_path)]) == 0
+    listed = capsys.readouterr().out
+    assert all(ds.name in listed for ds in datasets.catalog())
+    assert main(["data", "info", "tinyshakespeare"]) == 0
+    assert "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed" in capsys.readouterr().out
+    assert main(["data", "get", "no-such-set", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnkit: error: unknown dataset 'no-such-set'") and "tinyshakespeare" in err
