@@ -172,3 +172,10 @@ def test_an_unexpected_value_type_is_named(capsys):
     with pytest.raises(ConfigError, match=r"f.yaml: batch_size: '8x' is not allowed; expected an integer >= 1"):
         options.coerce(o, "8x", source="f.yaml")
     assert options.coerce(o, 8, source="f.yaml") == 8
+
+
+def test_best_metric_must_be_one_the_task_reports(tmp_path, tiny_text, capsys):
+    out = tmp_path / "run"
+    _refused(capsys, ["train", "lm", "--data", str(tiny_text), "--best-metric", "accuracy", "--out", str(out),
+                      "--max-steps", "1", "--threads", "1"], "--best-metric accuracy", "reports loss")
+    assert not out.exists()
