@@ -246,11 +246,12 @@ def quantize(model: nn.Module) -> nn.Module:
     Every ``nn.Linear`` becomes an ``Int8Linear``; every ``Recurrent`` of cell ``lstm``,
     ``gru``, ``rnn_tanh`` or ``rnn_relu`` becomes an ``Int8Recurrent``.  Embeddings,
     convolutions, a CRF and any other recurrent cell stay float (see the module's notes).
-    ``ConfigError`` if the model is not float32 on the CPU; a model already quantised
-    is returned as it is.
+    Every parameter stops requiring gradients.  ``ConfigError`` if the model is not
+    float32 on the CPU; a model already quantised is returned as it is.
     """
     model.eval()
     _swap(model)
+    model.requires_grad_(False)  # nothing here is trained: no gradient anywhere
     return model
 
 
