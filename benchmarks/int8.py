@@ -1,0 +1,280 @@
+"""int8 inference: float32 vs ``--int8`` (``rnnkit.nn.int8``) on the four tasks, speed and quality.
+
+One process: each task's run folder is opened twice, float32 and quantised, and the two
+are timed interleaved round by round (medians, ratio = float time / int8 time).  Then
+each task's test set is scored both ways through the same entry points as
+``rnnkit evaluate [--int8]``.
+
+    python benchmarks/int8.py            # models of the README's sizes, trained here first (long)
+    python benchmarks/int8.py --quick    # small models, short training: a smoke run
+
+Data: bundled with rnnkit, so nothing needs downloading.  The classifier learns the
+genre of an UD English-EWT sentence (5 classes) and the tagger its UPOS tags, each
+from 85 % of the bundled EWT dev file, tested on the other 15 %; the seq2seq model
+spells CMUdict words as phonemes (first pronunciation, words split 90/10), beam 5;
+the language model is Tiny Shakespeare's first 90 %, tested on the last 10 %.
+Runs are trained once into ``--work`` (default ``runs/bench-int8[-quick][-stepsN]``, which
+git ignores) and reused by later invocations: delete the folder to train again.
+
+What is timed, at batch 1 (and 64 where a batch is the natural workload): the model's
+inference call on ids already encoded (tokenising costs the same either way):
+``predict_proba`` (classifier), ``predict`` (tagger), ``translate_ids(beam=5)``
+(seq2seq, one word at a time) and 200 sampled tokens through ``LanguageModel.step``.
+
+Writes benchmarks/results/int8[-quick].json and prints a table.
+"""
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from _common import median_times, parser, write_report
+
+HERE = Path(__file__).parent
+
+# per task: (train flags at full size, at --quick size)
+MODELS = {
+    "classify": (["--embedding-size", "128", "--hidden", "256", "--bidirectional", "--pooling", "max",
+                  "--dropout", "0.3", "--epochs", "8", "--batch-size", "32", "--lr", "0.003"],
+                 ["--embedding-size", "32", "--hidden", "64", "--bidirectional", "--pooling", "max",
+                  "--max-steps", "120", "--batch-size", "32", "--lr", "0.005"]),
+    "tag": (["--embedding-size", "100", "--hidden", "256", "--layers", "2", "--bidirectional",
+             "--char-encoder", "cnn", "--char-hidden", "32", "--dropout", "0.3", "--epochs", "10",
+             "--batch-size", "16", "--lr", "0.003"],
+            ["--embedding-size", "32", "--hidden", "64", "--bidirectional", "--max-steps", "120",
+             "--batch-size", "16", "--lr", "0.005"]),
+    "seq2seq": (["--src-tokenizer", "char", "--tgt-tokenizer", "word", "--embedding-size", "64",
+                 "--hidden", "512", "--attention", "luong", "--dropout", "0.1", "--beam", "5", "--epochs", "10",
+                 "--batch-size", "64", "--lr", "0.003"],
+                ["--src-tokenizer", "char", "--tgt-tokenizer", "word", "--embedding-size", "32",
+                 "--hidden", "128", "--attention", "luong", "--dropout", "0", "--beam", "5", "--max-steps", "150",
+                 "--batch-size", "64", "--lr", "0.005"]),
+    "lm": (["--hidden", "512", "--layers", "2", "--embedding-size", "64", "--seq-len", "128", "--max-steps", "3000",
+            "--batch-size", "32", "--lr", "0.002", "--sample-length", "0"],
+           ["--hidden", "128", "--layers", "2", "--embedding-size", "32", "--seq-len", "64", "--max-steps", "150",
+            "--batch-size", "16", "--lr", "0.005", "--sample-length", "0"]),
+}
+
+
+# ---------------------------------------------------------------------------- data and runs
+
+
+def prepare_data(work: Path) -> dict[str, dict[str, Path]]:
+    """Train and test files of each task, written from rnnkit's bundled data into ``work/data``."""
+    from rnnkit.data import bundled_path, read_conllu, read_text
+
+    d = work / "data"
+    d.mkdir(parents=True, exist_ok=True)
+    files = {"classify": {"train": d / "genres-train.tsv", "test": d / "genres-test.tsv"},
+             "tag": {"train": d / "pos-train.conllu", "test": d / "pos-test.conllu"},
+             "seq2seq": {"train": d / "g2p-train.tsv", "test": d / "g2p-test.tsv"},
+             "lm": {"train": d / "shakespeare-train.txt", "test": d / "shakespeare-test.txt"}}
+    if all(p.exists() for f in files.values() for p in f.values()):
+        return files
+    ud = bundled_path("ud_ewt_dev")
+    blocks = [b for b in ud.read_text(encoding="utf-8").split("\n\n") if b.strip()]
+    cut = int(len(blocks) * 0.85)
+    files["tag"]["train"].write_text("\n\n".join(blocks[:cut]) + "\n\n", encoding="utf-8")
+    files["tag"]["test"].write_text("\n\n".join(blocks[cut:]) + "\n\n", encoding="utf-8")
+    for part in ("train", "test"):  # the genre is the prefix of the sentence id: answers, email, newsgroup, ...
+        rows = []
+        for s in read_conllu(files["tag"][part]):
+            sent_id = next(r for r in s.rows if r.startswith("# sent_id"))
+            rows.append(f"{' '.join(s.tokens)}\t{sent_id.split('=', 1)[1].strip().split('-', 1)[0]}\n")
+        files["classify"][part].write_text("".join(rows), encoding="utf-8")
+    words: dict[str, str] = {}
+    for line in bundled_path("cmudict_20k").read_text(encoding="utf-8").splitlines():
+        parts = line.split("#")[0].split()
+        if len(parts) > 1 and "(" not in parts[0]:
+            words.setdefault(parts[0], " ".join(parts[1:]))
+    order = sorted(words)
+    random.Random(0).shuffle(order)
+    cut = int(len(order) * 0.9)
+    for part, chosen in (("train", order[:cut]), ("test", order[cut:])):
+        files["seq2seq"][part].write_text("".join(f"{w}\t{words[w]}\n" for w in chosen), encoding="utf-8")
+    text = read_text(bundled_path("tinyshakespeare"))
+    cut = text.index("\n", int(len(text) * 0.9)) + 1
+    files["lm"]["train"].write_text(text[:cut], encoding="utf-8")
+    files["lm"]["test"].write_text(text[cut:], encoding="utf-8")
+    return files
+
+
+def train_runs(work: Path, files: dict, quick: bool, threads: int, max_steps: int = 0) -> dict[str, Path]:
+    """One run folder per task under ``work`` (trained here unless it already holds a finished run);
+    ``max_steps`` > 0 replaces each task's training length."""
+    from rnnkit.cli import main
+    from rnnkit.tasks.runs import has_checkpoint
+
+    runs = {}
+    for task, sizes in MODELS.items():
+        run = work / task
+        runs[task] = run
+        if has_checkpoint(run):
+            continue
+        data = (["--data", str(files[task]["train"])] if task == "lm"
+                else ["--train", str(files[task]["train"])])
+        if task == "classify":
+            data += ["--format", "tsv", "--valid-split", "0.1", "--test-split", "0", "--lower"]
+        if task == "tag":
+            data += ["--lower"]
+        print(f"training the {task} run into {run} ...", file=sys.stderr, flush=True)
+        size = list(sizes[1 if quick else 0])
+        if max_steps:
+            at = next(i for i, f in enumerate(size) if f in ("--epochs", "--max-steps"))
+            size[at: at + 2] = ["--max-steps", str(max_steps)]
+        argv = ["train", task, *data, *size, "--out", str(run), "--overwrite", "--seed", "0",
+                "--threads", str(threads), "--no-progress"]
+        if main(argv) != 0:
+            raise SystemExit(f"training failed: rnnkit {' '.join(argv)}")
+    return runs
+
+
+# ---------------------------------------------------------------------------- speed
+
+
+def _take(items: list, start: int, count: int) -> list:
+    """``count`` items from ``start`` on, going round ``items`` as often as needed."""
+    return [items[(start + k) % len(items)] for k in range(count)]
+
+
+def speed_rows(runs: dict[str, Path], files: dict, rounds: int, quick: bool) -> list[dict[str, Any]]:
+    """Median seconds per call, float32 and int8 interleaved, for each task's inference call."""
+    from rnnkit.batching import classify_batch, tag_batch
+    from rnnkit.data import read_conllu
+    from rnnkit.decoding import generate as generate_ids
+    from rnnkit.tasks import classify, lm, tag
+    from rnnkit.tasks.seq2seq import Translator, translate_ids
+
+    rows = []
+
+    def bench(task: str, what: str, make: Callable[[bool], Callable[[], Any]]) -> None:
+        times = median_times({"float32": make(False), "int8": make(True)}, rounds)
+        rows.append({"task": task, "call": what, "float32_ms": round(times["float32"] * 1e3, 3),
+                     "int8_ms": round(times["int8"] * 1e3, 3), "speedup": round(times["float32"] / times["int8"], 2)})
+        print(f"  {task:9} {what:42} {rows[-1]['float32_ms']:9.2f} ms {rows[-1]['int8_ms']:9.2f} ms "
+              f"{rows[-1]['speedup']:5.2f}x", flush=True)
+
+    n = 8 if quick else 32
+    texts = [ln.split("\t")[0] for ln in files["classify"]["test"].read_text(encoding="utf-8").splitlines()]
+    opened = {q: classify.load_run(runs["classify"], int8=q) for q in (False, True)}
+    enc = opened[False][2]
+    ids = enc(texts)
+
+    def classifier(batch: int) -> Callable[[bool], Callable[[], Any]]:
+        chunks = [classify_batch(_take(ids, i, batch), None, enc.vocab.pad_id) for i in range(0, n * batch, batch)]
+
+        def make(q: bool) -> Callable[[], Any]:
+            model = opened[q][1]
+            return lambda: [model.predict_proba(b.inputs, b.lengths, b.mask) for b in chunks]
+        return make
+
+    bench("classify", f"predict_proba, {n} x batch 1", classifier(1))
+    bench("classify", f"predict_proba, {n} x batch 64", classifier(64))
+
+    sents = read_conllu(files["tag"]["test"])
+    topen = {q: tag.load_run(runs["tag"], int8=q) for q in (False, True)}
+    tenc = topen[False][2]
+
+    def tagger(batch: int) -> Callable[[bool], Callable[[], Any]]:
+        chunks = []
+        for i in range(0, n * batch, batch):
+            part = _take(sents, i, batch)
+            chunks.append(tag_batch([tenc.word_ids(s.tokens) for s in part], None, tenc.words.pad_id,
+                                    chars=[tenc.char_ids(s.tokens) for s in part], char_pad_id=tenc.chars.pad_id))
+
+        def make(q: bool) -> Callable[[], Any]:
+            model = topen[q][1]
+            return lambda: [model.predict(b.inputs, lengths=b.lengths, mask=b.mask, chars=b.chars) for b in chunks]
+        return make
+
+    bench("tag", f"predict, {n} x batch 1", tagger(1))
+    bench("tag", f"predict, {n} x batch 64", tagger(64))
+
+    words = [ln.split("\t")[0] for ln in files["seq2seq"]["test"].read_text(encoding="utf-8").splitlines()[:n]]
+    translators = {q: Translator(runs["seq2seq"], int8=q) for q in (False, True)}
+    src = [translators[False].codec.src_ids(w) for w in words]
+    pad = translators[False].codec.src_vocab.pad_id
+
+    def seq2seq(q: bool) -> Callable[[], Any]:
+        model = translators[q].model
+        return lambda: [translate_ids(model, [s], pad, beam=5) for s in src]
+
+    bench("seq2seq", f"translate_ids beam 5, {n} x batch 1", seq2seq)
+
+    lopen = {q: lm.load_run(runs["lm"], int8=q) for q in (False, True)}
+    vocab = lopen[False][2]
+    prime = torch.tensor([vocab.encode(list("ROMEO:\n"))])  # (1, 7)
+    length = 100 if quick else 200
+
+    def sampling(q: bool) -> Callable[[], Any]:
+        model = lopen[q][1]
+        return lambda: generate_ids(model.step, None, prime, length, temperature=0.8,
+                                    generator=torch.Generator().manual_seed(0))
+
+    bench("lm", f"sample {length} tokens, batch 1", sampling)
+    return rows
+
+
+# ---------------------------------------------------------------------------- quality
+
+
+def quality_rows(runs: dict[str, Path], files: dict) -> list[dict[str, Any]]:
+    """Each task's test metric, float32 and int8, through the task's ``evaluate`` (as ``rnnkit evaluate``)."""
+    from rnnkit.tasks import TASKS
+
+    metric = {"classify": "accuracy", "tag": "accuracy", "seq2seq": "bleu", "lm": "bpc"}
+    scale = {"classify": 100.0, "tag": 100.0, "seq2seq": 1.0, "lm": 1.0}  # accuracy in points (percent)
+    rows = []
+    for task, run in runs.items():
+        kwargs: dict[str, Any] = {"data_path": str(files[task]["test"])}
+        if task == "classify":
+            kwargs["format"] = "tsv"
+        if task == "seq2seq":
+            kwargs["beam"] = 5
+        evaluate = TASKS[task].entry("evaluate")
+        with torch.inference_mode():
+            base, q = evaluate(run, **kwargs), evaluate(run, **kwargs, int8=True)
+        m, s = metric[task], scale[task]
+        rows.append({"task": task, "metric": m + (" (points)" if s == 100.0 else ""),
+                     "float32": round(base[m] * s, 3), "int8": round(q[m] * s, 3),
+                     "change": round((q[m] - base[m]) * s, 3)})
+        if task == "seq2seq":
+            rows[-1]["chrf_change"] = round(q["chrf"] - base["chrf"], 3)
+        print(f"  {task:9} {rows[-1]['metric']:18} {rows[-1]['float32']:9.3f} {rows[-1]['int8']:9.3f} "
+              f"{rows[-1]['change']:+8.3f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--work", type=Path, help="folder of the data and run folders [runs/bench-int8[-quick][-stepsN]]; "
+                                              "runs found there are reused")
+    ap.add_argument("--rounds", type=int, help="timing rounds [20, --quick 5]")
+    ap.add_argument("--max-steps", type=int, default=0,
+                    help="train every model for this many steps instead (e.g. 1: time the sizes without training "
+                         "them; the quality rows then mean nothing) [each task's own]")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    name = "bench-int8" + ("-quick" if args.quick else "") + (f"-steps{args.max_steps}" if args.max_steps else "")
+    work = args.work or HERE.parent / "runs" / name
+    files = prepare_data(work)
+    runs = train_runs(work, files, args.quick, args.threads, args.max_steps)
+    from rnnkit.nn.int8 import reduce_range
+
+    print(f"speed (median per call, {args.threads} threads; inputs quantised to {7 if reduce_range() else 8} bits):")
+    print(f"  {'task':9} {'call':42} {'float32':>12} {'int8':>12} {'ratio':>6}")
+    speed = speed_rows(runs, files, args.rounds or (5 if args.quick else 20), args.quick)
+    print("quality on each test set:")
+    print(f"  {'task':9} {'metric':18} {'float32':>9} {'int8':>9} {'change':>8}")
+    quality = quality_rows(runs, files)
+    out = write_report("int8", args, work=str(work), speed=speed, quality=quality,
+                       reduce_range=reduce_range(), sizes={k: v[1 if args.quick else 0] for k, v in MODELS.items()})
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
