@@ -78,6 +78,9 @@ def test_recurrent_is_close_to_float_with_pads_lengths_and_a_given_state(mode, b
             alone, s = q(x[b: b + 1, :n], None, state.index_select(torch.tensor([b]), dim=1))
             # alone, its input is quantised with a scale of its own: close, not equal
             assert rel(alone[0], out[b, :n]) < REL and rel(s.h[:, 0], final.h[:, b]) < REL
+        noisy = x.clone()
+        noisy[1, 3:], noisy[3, 1:] = 100.0, -50.0  # whatever sits in the pads is never read
+        assert torch.equal(q(noisy, lengths, state)[0], out)
         assert q(x, lengths, need_state=False)[1] is None
         one, _ = q(x[:, :1], None, state)  # a single step, as decoding runs it
         assert rel(one, rnn(x[:, :1], None, state)[0]) < REL

@@ -218,6 +218,8 @@ class Int8Recurrent(_InferenceOnly, Recurrent):
         finals: list[Tensor] = []
         layer_in = x  # (B, T, I) then (B, T, D*H)
         for layer in range(self.num_layers):
+            if valid is not None:  # zeros at pads, so that they leave the per-call input scale alone
+                layer_in = layer_in.masked_fill(~valid.unsqueeze(2), 0.0)
             outs = []
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
@@ -249,6 +251,9 @@ def quantize(model: nn.Module) -> nn.Module:
     Every parameter stops requiring gradients.  ``ConfigError`` if the model is not
     float32 on the CPU; a model already quantised is returned as it is.
     """
+    if torch.backends.quantized.engine == "none":
+        raise ConfigError("--int8 needs a torch built with a quantised CPU engine (x86, fbgemm, onednn or "
+                          "qnnpack); this one has none")
     model.eval()
     _swap(model)
     model.requires_grad_(False)  # nothing here is trained: no gradient anywhere
