@@ -28,7 +28,7 @@ from __future__ import annotations
 import random
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -103,14 +103,16 @@ def prepare_data(work: Path) -> dict[str, dict[str, Path]]:
     return files
 
 
-def train_runs(work: Path, files: dict, quick: bool, threads: int, max_steps: int = 0) -> dict[str, Path]:
-    """One run folder per task under ``work`` (trained here unless it already holds a finished run);
-    ``max_steps`` > 0 replaces each task's training length."""
+def train_runs(work: Path, files: dict, quick: bool, threads: int, max_steps: int = 0,
+               tasks: Sequence[str] = tuple(MODELS)) -> dict[str, Path]:
+    """A run folder for each of ``tasks`` under ``work`` (trained here unless it already holds a finished
+    run); ``max_steps`` > 0 replaces each task's training length."""
     from rnnkit.cli import main
     from rnnkit.tasks.runs import has_checkpoint
 
     runs = {}
-    for task, sizes in MODELS.items():
+    for task in tasks:
+        sizes = MODELS[task]
         run = work / task
         runs[task] = run
         if has_checkpoint(run):
@@ -141,14 +143,90 @@ def _take(items: list, start: int, count: int) -> list:
     return [items[(start + k) % len(items)] for k in range(count)]
 
 
-def speed_rows(runs: dict[str, Path], files: dict, rounds: int, quick: bool) -> list[dict[str, Any]]:
-    """Median seconds per call, float32 and int8 interleaved, for each task's inference call."""
-    from rnnkit.batching import classify_batch, tag_batch
-    from rnnkit.data import read_conllu
-    from rnnkit.decoding import generate as generate_ids
-    from rnnkit.tasks import classify, lm, tag
+Bench = Callable[[str, str, Callable[[bool], Callable[[], Any]]], None]
+
+
+def speed_classify(run: Path, test: Path, n: int, bench: Bench) -> None:
+    from rnnkit.batching import classify_batch
+    from rnnkit.tasks import classify
+
+    opened = {q: classify.load_run(run, int8=q) for q in (False, True)}
+    enc = opened[False][2]
+    ids = enc([ln.split("\t")[0] for ln in test.read_text(encoding="utf-8").splitlines()])
+
+    def batches(batch: int) -> Callable[[bool], Callable[[], Any]]:
+        chunks = [classify_batch(_take(ids, i, batch), None, enc.vocab.pad_id) for i in range(0, n * batch, batch)]
+
+        def make(q: bool) -> Callable[[], Any]:
+            model = opened[q][1]
+            return lambda: [model.predict_proba(b.inputs, b.lengths, b.mask) for b in chunks]
+        return make
+
+    bench("classify", f"predict_proba, {n} x batch 1", batches(1))
+    bench("classify", f"predict_proba, {n} x batch 64", batches(64))
+
+
+def speed_tag(run: Path, test: Path, n: int, bench: Bench) -> None:
+    from rnnkit.batching import tag_batch
+    from rnnkit.tasks import tag
+    from rnnkit.tasks.tag import read_sentences
+
+    opened = {q: tag.load_run(run, int8=q) for q in (False, True)}
+    enc, data = opened[False][2], opened[False][3]
+    sents = read_sentences(str(test), data)
+
+    def batches(batch: int) -> Callable[[bool], Callable[[], Any]]:
+        chunks = []
+        for i in range(0, n * batch, batch):
+            part = _take(sents, i, batch)
+            chunks.append(tag_batch([enc.word_ids(s.tokens) for s in part], None, enc.words.pad_id,
+                                    chars=[enc.char_ids(s.tokens) for s in part], char_pad_id=enc.chars.pad_id))
+
+        def make(q: bool) -> Callable[[], Any]:
+            model = opened[q][1]
+            return lambda: [model.predict(b.inputs, lengths=b.lengths, mask=b.mask, chars=b.chars) for b in chunks]
+        return make
+
+    bench("tag", f"predict, {n} x batch 1", batches(1))
+    bench("tag", f"predict, {n} x batch 64", batches(64))
+
+
+def speed_seq2seq(run: Path, test: Path, n: int, bench: Bench) -> None:
     from rnnkit.tasks.seq2seq import Translator, translate_ids
 
+    translators = {q: Translator(run, int8=q) for q in (False, True)}
+    codec = translators[False].codec
+    src = [codec.src_ids(ln.split("\t")[0]) for ln in test.read_text(encoding="utf-8").splitlines()[:n]]
+
+    def make(q: bool) -> Callable[[], Any]:
+        model = translators[q].model
+        return lambda: [translate_ids(model, [s], codec.src_vocab.pad_id, beam=5) for s in src]
+
+    bench("seq2seq", f"translate_ids beam 5, {len(src)} x batch 1", make)
+
+
+def speed_lm(run: Path, test: Path, n: int, bench: Bench) -> None:
+    from rnnkit.decoding import generate as generate_ids
+    from rnnkit.tasks import lm
+
+    opened = {q: lm.load_run(run, int8=q) for q in (False, True)}
+    _, _, vocab, tok, _ = opened[False]
+    prime = torch.tensor([vocab.encode(tok.tokenize(test.read_text(encoding="utf-8")[:400])[:8])])  # (1, 8)
+    length = 100 if n < 32 else 200
+
+    def make(q: bool) -> Callable[[], Any]:
+        model = opened[q][1]
+        return lambda: generate_ids(model.step, None, prime, length, temperature=0.8,
+                                    generator=torch.Generator().manual_seed(0))
+
+    bench("lm", f"sample {length} tokens, batch 1", make)
+
+
+SPEED = {"classify": speed_classify, "tag": speed_tag, "seq2seq": speed_seq2seq, "lm": speed_lm}
+
+
+def speed_rows(runs: dict[str, Path], tests: dict[str, Path], rounds: int, quick: bool) -> list[dict[str, Any]]:
+    """Median seconds per call, float32 and int8 interleaved, for each task's inference call."""
     rows = []
 
     def bench(task: str, what: str, make: Callable[[bool], Callable[[], Any]]) -> None:
@@ -158,95 +236,52 @@ def speed_rows(runs: dict[str, Path], files: dict, rounds: int, quick: bool) -> 
         print(f"  {task:9} {what:42} {rows[-1]['float32_ms']:9.2f} ms {rows[-1]['int8_ms']:9.2f} ms "
               f"{rows[-1]['speedup']:5.2f}x", flush=True)
 
-    n = 8 if quick else 32
-    texts = [ln.split("\t")[0] for ln in files["classify"]["test"].read_text(encoding="utf-8").splitlines()]
-    opened = {q: classify.load_run(runs["classify"], int8=q) for q in (False, True)}
-    enc = opened[False][2]
-    ids = enc(texts)
-
-    def classifier(batch: int) -> Callable[[bool], Callable[[], Any]]:
-        chunks = [classify_batch(_take(ids, i, batch), None, enc.vocab.pad_id) for i in range(0, n * batch, batch)]
-
-        def make(q: bool) -> Callable[[], Any]:
-            model = opened[q][1]
-            return lambda: [model.predict_proba(b.inputs, b.lengths, b.mask) for b in chunks]
-        return make
-
-    bench("classify", f"predict_proba, {n} x batch 1", classifier(1))
-    bench("classify", f"predict_proba, {n} x batch 64", classifier(64))
-
-    sents = read_conllu(files["tag"]["test"])
-    topen = {q: tag.load_run(runs["tag"], int8=q) for q in (False, True)}
-    tenc = topen[False][2]
-
-    def tagger(batch: int) -> Callable[[bool], Callable[[], Any]]:
-        chunks = []
-        for i in range(0, n * batch, batch):
-            part = _take(sents, i, batch)
-            chunks.append(tag_batch([tenc.word_ids(s.tokens) for s in part], None, tenc.words.pad_id,
-                                    chars=[tenc.char_ids(s.tokens) for s in part], char_pad_id=tenc.chars.pad_id))
-
-        def make(q: bool) -> Callable[[], Any]:
-            model = topen[q][1]
-            return lambda: [model.predict(b.inputs, lengths=b.lengths, mask=b.mask, chars=b.chars) for b in chunks]
-        return make
-
-    bench("tag", f"predict, {n} x batch 1", tagger(1))
-    bench("tag", f"predict, {n} x batch 64", tagger(64))
-
-    words = [ln.split("\t")[0] for ln in files["seq2seq"]["test"].read_text(encoding="utf-8").splitlines()[:n]]
-    translators = {q: Translator(runs["seq2seq"], int8=q) for q in (False, True)}
-    src = [translators[False].codec.src_ids(w) for w in words]
-    pad = translators[False].codec.src_vocab.pad_id
-
-    def seq2seq(q: bool) -> Callable[[], Any]:
-        model = translators[q].model
-        return lambda: [translate_ids(model, [s], pad, beam=5) for s in src]
-
-    bench("seq2seq", f"translate_ids beam 5, {n} x batch 1", seq2seq)
-
-    lopen = {q: lm.load_run(runs["lm"], int8=q) for q in (False, True)}
-    vocab = lopen[False][2]
-    prime = torch.tensor([vocab.encode(list("ROMEO:\n"))])  # (1, 7)
-    length = 100 if quick else 200
-
-    def sampling(q: bool) -> Callable[[], Any]:
-        model = lopen[q][1]
-        return lambda: generate_ids(model.step, None, prime, length, temperature=0.8,
-                                    generator=torch.Generator().manual_seed(0))
-
-    bench("lm", f"sample {length} tokens, batch 1", sampling)
+    for task, run in runs.items():
+        SPEED[task](run, tests[task], 8 if quick else 32, bench)
     return rows
 
 
 # ---------------------------------------------------------------------------- quality
 
 
-def quality_rows(runs: dict[str, Path], files: dict) -> list[dict[str, Any]]:
-    """Each task's test metric, float32 and int8, through the task's ``evaluate`` (as ``rnnkit evaluate``)."""
+def quality_rows(runs: dict[str, Path], tests: dict[str, Path], ours: set[str]) -> list[dict[str, Any]]:
+    """Each task's test metric, float32 and int8, through the task's ``evaluate`` (as ``rnnkit evaluate``);
+    ``ours``: the tasks whose test file this script wrote (a classifier's is a TSV then)."""
     from rnnkit.tasks import TASKS
 
-    metric = {"classify": "accuracy", "tag": "accuracy", "seq2seq": "bleu", "lm": "bpc"}
-    scale = {"classify": 100.0, "tag": 100.0, "seq2seq": 1.0, "lm": 1.0}  # accuracy in points (percent)
     rows = []
     for task, run in runs.items():
-        kwargs: dict[str, Any] = {"data_path": str(files[task]["test"])}
-        if task == "classify":
+        kwargs: dict[str, Any] = {"data_path": str(tests[task])}
+        if task == "classify" and task in ours:
             kwargs["format"] = "tsv"
         if task == "seq2seq":
             kwargs["beam"] = 5
         evaluate = TASKS[task].entry("evaluate")
         with torch.inference_mode():
             base, q = evaluate(run, **kwargs), evaluate(run, **kwargs, int8=True)
-        m, s = metric[task], scale[task]
+        m = {"classify": "accuracy", "tag": "accuracy", "lm": "bpc"}.get(task) or ("wer" if "wer" in base else "bleu")
+        s = 100.0 if m in ("accuracy", "wer", "per") else 1.0  # fractions in points (percent)
         rows.append({"task": task, "metric": m + (" (points)" if s == 100.0 else ""),
                      "float32": round(base[m] * s, 3), "int8": round(q[m] * s, 3),
                      "change": round((q[m] - base[m]) * s, 3)})
-        if task == "seq2seq":
-            rows[-1]["chrf_change"] = round(q["chrf"] - base["chrf"], 3)
+        for extra in ("chrf", "per"):
+            if extra in base:
+                k = 100.0 if extra == "per" else 1.0
+                rows[-1][f"{extra}_float32"] = round(base[extra] * k, 3)
+                rows[-1][f"{extra}_int8"] = round(q[extra] * k, 3)
         print(f"  {task:9} {rows[-1]['metric']:18} {rows[-1]['float32']:9.3f} {rows[-1]['int8']:9.3f} "
               f"{rows[-1]['change']:+8.3f}", flush=True)
     return rows
+
+
+def _pairs(items: list[str], what: str) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        task, _, path = item.partition("=")
+        if task not in MODELS or not path:
+            raise SystemExit(f"--{what} {item!r}: expected TASK=PATH with TASK one of {', '.join(MODELS)}")
+        out[task] = Path(path)
+    return out
 
 
 def main() -> None:
@@ -257,22 +292,36 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=0,
                     help="train every model for this many steps instead (e.g. 1: time the sizes without training "
                          "them; the quality rows then mean nothing) [each task's own]")
+    ap.add_argument("--tasks", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)} [all]")
+    ap.add_argument("--run", action="append", default=[], metavar="TASK=DIR",
+                    help="use this trained run folder for TASK instead of training one (repeatable)")
+    ap.add_argument("--test", action="append", default=[], metavar="TASK=FILE",
+                    help="TASK's test file (what `rnnkit evaluate --data` takes) instead of the bundled split")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    tasks = [t for t in args.tasks.split(",") if t]
+    if not tasks or set(tasks) - set(MODELS):
+        raise SystemExit(f"--tasks {args.tasks!r}: choose from {', '.join(MODELS)}")
+    given_runs, given_tests = _pairs(args.run, "run"), _pairs(args.test, "test")
     name = "bench-int8" + ("-quick" if args.quick else "") + (f"-steps{args.max_steps}" if args.max_steps else "")
     work = args.work or HERE.parent / "runs" / name
     files = prepare_data(work)
-    runs = train_runs(work, files, args.quick, args.threads, args.max_steps)
+    runs = train_runs(work, files, args.quick, args.threads, args.max_steps,
+                      [t for t in tasks if t not in given_runs])
+    runs = {t: given_runs.get(t) or runs[t] for t in tasks}
+    tests = {t: given_tests.get(t) or files[t]["test"] for t in tasks}
     from rnnkit.nn.int8 import reduce_range
 
     print(f"speed (median per call, {args.threads} threads; inputs quantised to {7 if reduce_range() else 8} bits):")
     print(f"  {'task':9} {'call':42} {'float32':>12} {'int8':>12} {'ratio':>6}")
-    speed = speed_rows(runs, files, args.rounds or (5 if args.quick else 20), args.quick)
+    speed = speed_rows(runs, tests, args.rounds or (5 if args.quick else 20), args.quick)
     print("quality on each test set:")
     print(f"  {'task':9} {'metric':18} {'float32':>9} {'int8':>9} {'change':>8}")
-    quality = quality_rows(runs, files)
-    out = write_report("int8", args, work=str(work), speed=speed, quality=quality,
-                       reduce_range=reduce_range(), sizes={k: v[1 if args.quick else 0] for k, v in MODELS.items()})
+    quality = quality_rows(runs, tests, {t for t in tasks if t not in given_tests})
+    out = write_report("int8", args, runs={t: str(r) for t, r in runs.items()},
+                       tests={t: str(p) for t, p in tests.items()}, speed=speed, quality=quality,
+                       reduce_range=reduce_range(),
+                       sizes={t: MODELS[t][1 if args.quick else 0] for t in tasks if t not in given_runs})
     print(f"wrote {out}")
 
 
