@@ -251,6 +251,11 @@ def test_serve_with_int8_loads_every_run_quantised(runs):
         assert r.status_code == 200 and r.json()["results"][0]["label"] in ("pos", "neg")
         r = client.post("/api/translate", json={"model": "tiny-seq2seq", "text": "cat dog"})
         assert r.status_code == 200 and r.json()["results"][0]["translation"]
+        r = client.post("/api/generate", json={"model": "tiny-lm", "text": "the ", "length": 10, "seed": 0})
+        assert r.status_code == 200
+        # inspect draws the float weights the quantised model keeps
+        r = client.post("/api/inspect", json={"model": "tiny-lm", "text": "the cat sat on the mat"})
+        assert r.status_code == 200 and r.json()["cell"] == "lstm"
     # the flag reaches the server from the command line
     from rnnkit.cli import build_parser
 
