@@ -7,6 +7,7 @@ each task's test set is scored both ways through the same entry points as
 
     python benchmarks/int8.py            # models of the README's sizes, trained here first (long)
     python benchmarks/int8.py --quick    # small models, short training: a smoke run
+    python benchmarks/int8.py --sweep    # one LSTM / GRU / RNN stack alone over hidden sizes: where int8 gains
 
 Data: bundled with rnnkit, so nothing needs downloading.  The classifier learns the
 genre of an UD English-EWT sentence (5 classes) and the tagger its UPOS tags, each
@@ -241,6 +242,38 @@ def speed_rows(runs: dict[str, Path], tests: dict[str, Path], rounds: int, quick
     return rows
 
 
+def sweep_rows(rounds: int, quick: bool) -> list[dict[str, Any]]:
+    """One recurrent stack alone (2 layers, input = hidden), ``Recurrent`` vs ``Int8Recurrent`` of the same
+    shapes: a whole sequence (20 steps, bidirectional, as an encoder reads) and one step (as decoding runs)."""
+    from rnnkit.nn import Recurrent, State
+    from rnnkit.nn.int8 import Int8Recurrent
+
+    rows = []
+    hiddens = (64, 256) if quick else (32, 64, 128, 256, 512)
+    for mode in ("lstm", "gru", "rnn_tanh"):
+        for hidden in hiddens:
+            for batch in (1, 64):
+                for steps, bidirectional in ((20, True), (1, False)):
+                    torch.manual_seed(0)
+                    rnn = Recurrent(mode, hidden, hidden, num_layers=2, bidirectional=bidirectional).eval()
+                    q = Int8Recurrent.from_float(Recurrent(mode, hidden, hidden, num_layers=2,
+                                                           bidirectional=bidirectional).eval())
+                    x = torch.randn(batch, steps, hidden)
+                    h = torch.zeros(2 * (2 if bidirectional else 1), batch, hidden)
+                    state = State(h, h if mode == "lstm" else None)
+                    with torch.inference_mode():
+                        t = median_times({"float32": lambda: rnn(x, state=state),
+                                          "int8": lambda: q(x, state=state)}, rounds)
+                    rows.append({"cell": mode, "hidden": hidden, "batch": batch, "steps": steps,
+                                 "bidirectional": bidirectional, "float32_ms": round(t["float32"] * 1e3, 4),
+                                 "int8_ms": round(t["int8"] * 1e3, 4), "speedup": round(t["float32"] / t["int8"], 2)})
+                    print(f"  {mode:8} hidden {hidden:4} batch {batch:3} {steps:2} step(s)"
+                          f"{' bidirectional' if bidirectional else '              '} "
+                          f"{rows[-1]['float32_ms']:9.3f} ms {rows[-1]['int8_ms']:9.3f} ms {rows[-1]['speedup']:5.2f}x",
+                          flush=True)
+    return rows
+
+
 # ---------------------------------------------------------------------------- quality
 
 
@@ -297,8 +330,16 @@ def main() -> None:
                     help="use this trained run folder for TASK instead of training one (repeatable)")
     ap.add_argument("--test", action="append", default=[], metavar="TASK=FILE",
                     help="TASK's test file (what `rnnkit evaluate --data` takes) instead of the bundled split")
+    ap.add_argument("--sweep", action="store_true",
+                    help="time one LSTM / GRU / RNN stack alone over hidden sizes, batch 1 and 64, a whole sequence and "
+                         "one step (no training, no tasks); writes int8-sweep[-quick].json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.sweep:
+        print("recurrent stacks alone (2 layers), median per call, float32 vs int8:")
+        rows = sweep_rows(args.rounds or (5 if args.quick else 20), args.quick)
+        print(f"wrote {write_report('int8-sweep', args, sweep=rows)}")
+        return
     tasks = [t for t in args.tasks.split(",") if t]
     if not tasks or set(tasks) - set(MODELS):
         raise SystemExit(f"--tasks {args.tasks!r}: choose from {', '.join(MODELS)}")
