@@ -97,6 +97,25 @@ def test_quantize_swaps_linear_and_recurrent_layers_and_leaves_embeddings_float(
     assert "int8" in repr(model.rnn)
 
 
+@pytest.mark.parametrize("cell", ["mingru", "lru", "slstm"])
+def test_cells_without_an_int8_form_stay_float_while_the_rest_is_quantised(cell):
+    torch.manual_seed(6)
+    model = LanguageModel(LanguageModelConfig(vocab_size=30, cell=cell, hidden_size=32, num_layers=1,
+                                              embedding_size=16)).eval()
+    tokens = torch.randint(0, 30, (2, 9))
+    with torch.inference_mode():
+        ref_out, _ = model.rnn(model.recurrent_inputs(tokens))
+        ref, _ = model(tokens)
+        quantize(model)
+        out, _ = model.rnn(model.recurrent_inputs(tokens))
+        logits, _ = model(tokens)
+    assert type(model.rnn) is Recurrent and not any(isinstance(m, Int8Linear) for m in model.rnn.modules())
+    assert isinstance(model.out, Int8Linear)
+    assert torch.equal(out, ref_out) and rel(logits, ref) < REL
+    with pytest.raises(ConfigError, match="inference only"):
+        model.train()
+
+
 def test_a_quantised_model_refuses_training():
     model = quantize(LanguageModel(LanguageModelConfig(vocab_size=20, hidden_size=16, num_layers=1)))
     with pytest.raises(ConfigError, match="inference only"):

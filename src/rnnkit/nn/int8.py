@@ -21,8 +21,11 @@ What changes, by module:
 * ``Recurrent`` of cell ``rnn`` (``rnn_tanh``) or ``rnn_relu``: torch has no
   quantised sequence kernel for them, so ``Int8Recurrent`` steps them in Python,
   the input projection of all steps again one int8 product.
-* Any other recurrent cell (one a ``Recurrent`` runs as a module of its own rather
-  than from ``torch.nn``-layout weights) is left float, as are the modules inside it.
+* The cell table's other cells (minGRU, minLSTM, LRU, sLSTM, mLSTM: ``SequenceCell``
+  modules inside ``Recurrent``, not ``torch.nn``-layout weights) are left float, with
+  every module inside them: torch has no quantised kernel for them, and they hold
+  their maps as plain parameters that their steps and parallel forms use through
+  ``F.linear`` or ``einsum``, so an int8 form would be one per cell.
 
 The products run on fbgemm's kernels through ``torch.ops.quantized`` (not
 ``torch.ao.quantization``, which torch 2.13 marks deprecated); creating the int8
@@ -170,8 +173,7 @@ class Int8Recurrent(_InferenceOnly, Recurrent):
         if lengths is not None and bool((lengths == T).all()):
             lengths = None  # no pads
         if state is None:
-            h = x.new_zeros(self.num_layers * self.num_directions, B, self.hidden_size)  # (L*D, B, H)
-            state = State(h, torch.zeros_like(h) if self.mode == "lstm" else None)
+            state = self.zero_state(B, x)  # (L*D, B, H) each
         if self.mode in KERNEL_MODES:
             out, final = self._forward_kernel(x, lengths, state)
         else:
