@@ -16,8 +16,9 @@ What changes, by module:
   dynamically quantised sequence kernels (``torch.quantized_lstm`` /
   ``torch.quantized_gru``): the input projection of every step is one int8 product,
   then one int8 product per step for the recurrence, the loop in C++.  Uneven
-  lengths go through a packed sequence, so pads are never read and each sequence
-  gets what it gets alone, as with the float ``Recurrent``.
+  lengths go through a packed sequence, so pads are never read; a sequence's
+  numbers still move slightly with the rest of its batch, since an input's scale
+  is chosen per call.
 * ``Recurrent`` of cell ``rnn`` (``rnn_tanh``) or ``rnn_relu``: torch has no
   quantised sequence kernel for them, so ``Int8Recurrent`` steps them in Python,
   the input projection of all steps again one int8 product.
