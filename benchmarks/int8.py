@@ -331,8 +331,8 @@ def main() -> None:
     ap.add_argument("--test", action="append", default=[], metavar="TASK=FILE",
                     help="TASK's test file (what `rnnkit evaluate --data` takes) instead of the bundled split")
     ap.add_argument("--sweep", action="store_true",
-                    help="time one LSTM / GRU / RNN stack alone over hidden sizes, batch 1 and 64, a whole sequence and "
-                         "one step (no training, no tasks); writes int8-sweep[-quick].json")
+                    help="time one LSTM / GRU / RNN stack alone over hidden sizes, batch 1 and 64, a whole sequence "
+                         "and one step (no training, no tasks); writes int8-sweep[-quick].json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.sweep:
