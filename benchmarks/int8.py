@@ -197,7 +197,9 @@ def speed_seq2seq(run: Path, test: Path, n: int, bench: Bench) -> None:
 
     translators = {q: Translator(run, int8=q) for q in (False, True)}
     codec = translators[False].codec
-    src = [codec.src_ids(ln.split("\t")[0]) for ln in test.read_text(encoding="utf-8").splitlines()[:n]]
+    lines = [ln for ln in test.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith(";;;")]
+    # a TSV's source column, or a pronouncing dictionary's word
+    src = [codec.src_ids(ln.split("\t")[0] if "\t" in ln else ln.split()[0]) for ln in lines[:n]]
 
     def make(q: bool) -> Callable[[], Any]:
         model = translators[q].model
