@@ -22,7 +22,7 @@ inference call on ids already encoded (tokenising costs the same either way):
 ``predict_proba`` (classifier), ``predict`` (tagger), ``translate_ids(beam=5)``
 (seq2seq, one word at a time) and 200 sampled tokens through ``LanguageModel.step``.
 
-Writes benchmarks/results/int8[-quick].json and prints a table.
+Writes benchmarks/results/int8[-steps N][-quick].json and prints a table.
 """
 from __future__ import annotations
 
@@ -361,7 +361,7 @@ def main() -> None:
     print("quality on each test set:")
     print(f"  {'task':9} {'metric':18} {'float32':>9} {'int8':>9} {'change':>8}")
     quality = quality_rows(runs, tests, {t for t in tasks if t not in given_tests})
-    out = write_report("int8", args, runs={t: str(r) for t, r in runs.items()},
+    out = write_report("int8" + (f"-steps{args.max_steps}" if args.max_steps else ""), args, runs={t: str(r) for t, r in runs.items()},
                        tests={t: str(p) for t, p in tests.items()}, speed=speed, quality=quality,
                        reduce_range=reduce_range(),
                        sizes={t: MODELS[t][1 if args.quick else 0] for t in tasks if t not in given_runs})
