@@ -315,3 +315,29 @@ def test_export_int8_loads_in_onnxruntime_and_agrees_with_the_int8_model(runs, t
     src_vocab = json.loads((tmp_path / "s2s.json").read_text())["model"]["src_vocab_size"]
     out = enc.run(None, {"src": np.where(tokens > 0, tokens % (src_vocab - 3) + 3, 0), "src_lengths": lens})
     assert all(np.isfinite(o).all() for o in out if o.dtype != bool)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_export_int8_of_a_gru_or_rnn_language_model_keeps_its_recurrence_float(cell, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from rnnkit.tasks.runs import open_run
+
+    (tmp_path / "t.txt").write_text("the cat sat on the mat. the dog ran.\n" * 40, encoding="utf-8")
+    run = tmp_path / "run"
+    _cli(capsys, "train", "lm", "--data", str(tmp_path / "t.txt"), "--out", str(run), "--cell", cell,
+         "--max-steps", "20", "--hidden", "32", "--layers", "1", "--embedding-size", "8", "--seq-len", "16",
+         "--batch-size", "4", "--eval-every", "20", "--sample-length", "0", "--no-progress", "--threads", "1")
+    _cli(capsys, "export", str(run), "--out", str(tmp_path / "lm.onnx"), "--int8")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "lm.onnx")).graph.node}
+    assert "MatMulInteger" in ops and ("GRU" if cell == "gru" else "RNN") in ops  # output layer int8, recurrence float
+    _, model, _ = open_run(run, int8=True)
+    tokens = torch.randint(0, model.config.vocab_size, (2, 7))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(tmp_path / "lm.onnx"), opts, providers=["CPUExecutionProvider"])
+    feeds = {"tokens": tokens.numpy(), "lengths": np.array([7, 7]), "h0": np.zeros((1, 2, 32), np.float32)}
+    logits = torch.from_numpy(sess.run(["logits"], feeds)[0])
+    with torch.inference_mode():
+        ref, _ = model(tokens)
+    assert rel(logits, ref) < REL
