@@ -16,6 +16,14 @@ from typing import Any
 from rnnkit.errors import ConfigError
 
 
+INT8_HELP = ("run the model with int8 weights on the CPU (linear and recurrent layers dynamically quantised: "
+             "faster, slightly different numbers)")
+
+
+def _int8_flag(parser: argparse.ArgumentParser, help: str = INT8_HELP) -> None:
+    parser.add_argument("--int8", action="store_true", help=help)
+
+
 def _read_input(path: Any, encoding: str) -> str:
     from rnnkit.data import read_text
 
@@ -49,6 +57,7 @@ def add_parsers(sub) -> None:
                         description="Sample continuations of a prime text from a language-model run folder.")
     ge.add_argument("run", type=Path, help="run folder")
     add_options(ge, GenerateOptions, "generation", "gen")
+    _int8_flag(ge)
 
     tl = sub.add_parser("translate", help="translate text with a trained seq2seq run",
                         description="One source sentence per line in (a FILE or stdin), its translation out.")
@@ -59,11 +68,13 @@ def add_parsers(sub) -> None:
     tl.add_argument("--plot-attention", type=Path, metavar="DIR", help="write one attention heatmap PNG per sentence")
     tl.add_argument("--json", action="store_true", help="one JSON object per line")
     tl.add_argument("--encoding", default="utf-8", help="input encoding [utf-8]")
+    _int8_flag(tl)
 
     ch = sub.add_parser("chat", help="talk to a trained seq2seq run: read a line, answer, repeat",
                         description="Reads lines from stdin until end of input and answers each one.")
     ch.add_argument("run", type=Path, help="run folder")
     add_options(ch, DecodeOptions, "decoding", "dec")
+    _int8_flag(ch)
 
     pr = sub.add_parser("predict", help="label texts (classifier) or tag sentences (tagger)",
                         description="Classifier: one text per line in, label and class probabilities out. "
@@ -75,6 +86,7 @@ def add_parsers(sub) -> None:
     pr.add_argument("--json", action="store_true", help="classifier: one JSON object per line")
     pr.add_argument("--format", choices=["text", "conllu"], default="text", help="tagger input format [text]")
     pr.add_argument("--encoding", default="utf-8", help="input encoding [utf-8]")
+    _int8_flag(pr)
 
     ev = sub.add_parser("evaluate", help="score a trained model on a data file",
                         description="Language models: nats per token, perplexity and bits per token on a whole "
@@ -93,6 +105,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--drop-stress", action="store_const", const=True,
                     help="seq2seq on CMUdict: score without stress digits (the standard test split has none)")
     ev.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
+    _int8_flag(ev)
 
     ins = sub.add_parser("inspect", help="draw hidden units and gates of a language model over a text",
                          description="Colour each character (or word) of a text by the activation of chosen "
@@ -114,6 +127,7 @@ def add_parsers(sub) -> None:
     ex.add_argument("--format", choices=["onnx"], default="onnx", help="[onnx]")
     ex.add_argument("--out", type=Path, required=True, help="output file (model.onnx) or folder")
     ex.add_argument("--opset", type=int, help="ONNX opset [17]")
+    _int8_flag(ex, "quantise the exported graph(s) to int8 weights (onnxruntime's quantize_dynamic)")
 
     da = sub.add_parser("data", help="the datasets the results use, by name: list, describe, download",
                         description="List the datasets rnnkit knows, describe one, or download one into the data "
@@ -137,6 +151,7 @@ def add_parsers(sub) -> None:
     sv.add_argument("--max-chars", type=_threads, default=2000, help="longest accepted text [2000]")
     sv.add_argument("--max-batch", type=_threads, default=32, help="most texts per request [32]")
     sv.add_argument("--threads", type=_threads, help="CPU threads for torch [torch's choice]")
+    _int8_flag(sv, "serve every run with int8 weights on the CPU (see --int8 of predict)")
 
 
 def _port(text: str) -> int:
@@ -158,7 +173,7 @@ def _generate(args: argparse.Namespace) -> int:
     from rnnkit.tasks.lm import GenerateOptions
 
     opts = _options(args, GenerateOptions, "gen")
-    texts = task_of_run(args.run, "generate").entry("generate")(args.run, **asdict(opts))
+    texts = task_of_run(args.run, "generate").entry("generate")(args.run, **asdict(opts), int8=args.int8)
     for i, text in enumerate(texts):
         if len(texts) > 1:
             print(f"--- sample {i + 1} ---")
@@ -172,7 +187,7 @@ def _translate(args: argparse.Namespace) -> int:
     opts = _options(args, DecodeOptions, "dec")
     runs, file = _runs_and_file(args.paths)
     task = _task_of_runs(runs, "translate")
-    t = task.entry("Translator")(runs if len(runs) > 1 else runs[0])
+    t = task.entry("Translator")(runs if len(runs) > 1 else runs[0], int8=args.int8)
     lines = _read_input(file, args.encoding).splitlines()
     results = t.translate(lines, **t.decode_kwargs(opts, warn=lambda m: print(f"rnnkit: {m}", file=sys.stderr)))
     for line, hyps in zip(lines, results):
@@ -214,7 +229,7 @@ def _chat(args: argparse.Namespace) -> int:
     from rnnkit.tasks.seq2seq import DecodeOptions
 
     opts = _options(args, DecodeOptions, "dec")
-    t = task_of_run(args.run, "chat").entry("Translator")(args.run)
+    t = task_of_run(args.run, "chat").entry("Translator")(args.run, int8=args.int8)
     kwargs = t.decode_kwargs(opts, warn=lambda m: print(f"rnnkit: {m}", file=sys.stderr))
     interactive = sys.stdin.isatty()
     while True:
@@ -235,7 +250,8 @@ def _predict(args: argparse.Namespace) -> int:
     text = "" if args.format == "conllu" else _read_input(args.file, args.encoding)
     warn = lambda m: print(f"rnnkit: {m}", file=sys.stderr)  # noqa: E731
     sys.stdout.write(task.entry("predict_text")(args.run, text, fmt=args.format, path=args.file,
-                                                encoding=args.encoding, as_json=args.json, warn=warn))
+                                                encoding=args.encoding, as_json=args.json, warn=warn,
+                                                int8=args.int8))
     return 0
 
 
@@ -249,7 +265,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                           + ", ".join(f"--{w.replace('_', '-')}" for w in wrong) + " does not apply; evaluate takes "
                           + ", ".join("--" + o.replace("_", "-") for o in task.evaluate_options))
     run = args.runs if len(args.runs) > 1 else args.runs[0]
-    metrics = task.entry("evaluate")(run, log=lambda m: print(f"rnnkit: {m}", file=sys.stderr),
+    metrics = task.entry("evaluate")(run, log=lambda m: print(f"rnnkit: {m}", file=sys.stderr), int8=args.int8,
                                      **{("data_path" if k == "data" else k): v for k, v in given.items()})
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False))
@@ -286,7 +302,7 @@ def _export(args: argparse.Namespace) -> int:
     from rnnkit.tasks import task_of_run
 
     task_of_run(args.run, "export")
-    for path in export_onnx(args.run, args.out, opset=args.opset):
+    for path in export_onnx(args.run, args.out, opset=args.opset, int8=args.int8):
         print(path)
     return 0
 
@@ -297,7 +313,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     for run in args.runs:
         task_of_run(run, "serve")
-    serve(args.runs, host=args.host, port=args.port, max_chars=args.max_chars, max_batch=args.max_batch)
+    serve(args.runs, host=args.host, port=args.port, max_chars=args.max_chars, max_batch=args.max_batch,
+          int8=args.int8)
     return 0
 
 

@@ -11,6 +11,13 @@ vocabularies), detects the task and writes:
   the model config and how to drive the graphs.  The same JSON is stored in each
   ``.onnx`` file's metadata under the key ``rnnkit``.
 
+With ``int8=True`` (``rnnkit export --int8``) each graph is then quantised by onnxruntime's
+``quantize_dynamic``: the weights of its linear layers (MatMul, after each Gemm on constant weights
+is written as MatMul + Add) and of its LSTM nodes become int8 (one scale per output channel), and
+their inputs are quantised per call at run time.  Embeddings (Gather) stay float, and so do GRU and
+plain-RNN nodes, for which onnxruntime has no quantised kernel.  The sidecar's ``int8`` entry says
+what was done (absent: a float32 export).
+
 ``<stem>`` is ``out`` without a trailing ``.onnx`` (``out`` an existing folder: ``<out>/model``);
 missing folders are created and existing files replaced.
 Vocabularies and tokenizers are not copied: they stay in the run folder (the sidecar
@@ -91,13 +98,14 @@ def sidecar_path(out: str | Path) -> Path:
     return stem.with_name(stem.name + ".json")
 
 
-def export_onnx(run: str | Path, out: str | Path, opset: Optional[int] = None) -> list[Path]:
+def export_onnx(run: str | Path, out: str | Path, opset: Optional[int] = None, int8: bool = False) -> list[Path]:
     """Export the model of run folder ``run`` to ONNX at ``out``; return the written paths.
 
     lm / classify / tag: ``[<stem>.onnx, <stem>.json]``; seq2seq:
     ``[<stem>.encoder.onnx, <stem>.decoder.onnx, <stem>.json]`` (``<stem>``: ``out``
     without ``.onnx``, or ``out/model`` when ``out`` is an existing folder).
-    ``opset``: the ONNX opset (default 17, at least 14).
+    ``opset``: the ONNX opset (default 17, at least 14).  ``int8``: quantise each graph with
+    onnxruntime's ``quantize_dynamic`` (see the module's notes; needs onnxruntime).
 
     Raises ``CheckpointError`` for a missing or unreadable run folder and
     ``ConfigError`` for something that cannot be exported (naming what and why),
@@ -105,6 +113,7 @@ def export_onnx(run: str | Path, out: str | Path, opset: Optional[int] = None) -
     """
     onnx = _import_onnx()
     opset = _check_opset(onnx, opset)
+    quantize_dynamic = _import_quantizer() if int8 else None
     run = Path(run)
     from rnnkit.tasks import task_of_run
     from rnnkit.tasks.runs import open_run
@@ -132,10 +141,22 @@ def export_onnx(run: str | Path, out: str | Path, opset: Optional[int] = None) -
     names = {k: (f"{stem.name}.onnx" if k == "model" else f"{stem.name}.{k}.onnx") for k in graphs}
     meta["files"] = names
     meta["graphs"] = {k: g.describe() for k, g in graphs.items()}
+    if int8:
+        import onnxruntime
+
+        meta["int8"] = {"method": "onnxruntime.quantization.quantize_dynamic", "onnxruntime": onnxruntime.__version__,
+                        "weights": "int8, symmetric, per output channel", "activations": "uint8, per call",
+                        "quantized_ops": list(INT8_OPS), "float": "embeddings (Gather), GRU and RNN nodes"}
     written = []
     for key, g in graphs.items():
         path = stem.with_name(names[key])
-        written += g.save(onnx, path, meta)
+        files = g.save(onnx, path, meta)
+        if int8:
+            _quantize_file(onnx, quantize_dynamic, path)
+            for data in files[1:]:  # the float weights written beside a very large graph
+                data.unlink(missing_ok=True)
+            files = [path]
+        written += files
     side = sidecar_path(out)
     ckpt.save_json(side, meta)
     return written + [side]
@@ -175,6 +196,69 @@ def _import_onnx():
         raise ConfigError("exporting to ONNX needs the onnx package: pip install 'rnnkit[export]' "
                           "(onnx, and onnxruntime to run the exported graphs)") from None
     return onnx
+
+
+INT8_OPS = ("MatMul", "LSTM")  # what export --int8 quantises (onnxruntime's dynamic mode; Gemm is rewritten to MatMul)
+
+
+def _import_quantizer():
+    try:
+        from onnxruntime.quantization import quantize_dynamic
+    except ImportError:
+        raise ConfigError("export --int8 quantises with onnxruntime: pip install 'rnnkit[export]' "
+                          "(onnx and onnxruntime)") from None
+    return quantize_dynamic
+
+
+def _gemm_to_matmul(onnx, model) -> None:
+    """Rewrite, in place, each ``Gemm(x, W, b, transB=1)`` on a constant ``W (N, K)`` as ``MatMul(x, W^T) + b``:
+    onnxruntime's dynamic quantisation covers MatMul, not Gemm.  The same numbers up to float rounding."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0) \
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]])
+        wt = w.T.copy() if attrs.get("transB", 0) else w  # (K, N)
+        name = node.input[1] + "_kn"
+        graph.initializer.append(numpy_helper.from_array(wt, name))
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        product = node.output[0] + "_mm" if bias else node.output[0]
+        label = node.name or product
+        nodes.append(helper.make_node("MatMul", [node.input[0], name], [product], name=label + "_mm"))
+        if bias:
+            nodes.append(helper.make_node("Add", [product, bias], [node.output[0]], name=label + "_add"))
+    used = {i for n in nodes for i in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def _quantize_file(onnx, quantize_dynamic, path: Path) -> None:
+    """Replace the float graph at ``path`` by its int8 form (onnxruntime's ``quantize_dynamic``)."""
+    import logging
+    import os
+
+    model = onnx.load(str(path))
+    _gemm_to_matmul(onnx, model)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.int8.tmp")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs advice about pre-processing at WARNING on the root logger
+    try:
+        quantize_dynamic(model, str(tmp), op_types_to_quantize=list(INT8_OPS), per_channel=True,
+                         extra_options={"MatMulConstBOnly": True})
+    finally:
+        root.setLevel(level)
+    os.replace(tmp, path)
 
 
 def _check_opset(onnx, opset: Optional[int]) -> int:

@@ -52,25 +52,26 @@ class _Loaded:
 
     task = endpoint = ""
 
-    def __init__(self, name: str, run: Path, config: dict[str, Any]) -> None:
-        self.name, self.run, self.config = name, run, config
+    def __init__(self, name: str, run: Path, config: dict[str, Any], int8: bool = False) -> None:
+        self.name, self.run, self.config, self.int8 = name, run, config, int8
         self.lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
         from rnnkit.tasks import TASKS
 
-        return {"name": self.name, "task": self.task, "endpoint": f"/api/{TASKS[self.task].endpoint}"}
+        return {"name": self.name, "task": self.task, "endpoint": f"/api/{TASKS[self.task].endpoint}",
+                "int8": self.int8}
 
 
 class _LM(_Loaded):
     task, endpoint = "lm", "generate"
 
-    def __init__(self, name: str, run: Path) -> None:
+    def __init__(self, name: str, run: Path, int8: bool = False) -> None:
         from rnnkit.tasks import lm
 
-        self.opened = lm.load_run(run)  # (config, model, vocab, tokenizer, data config), as the task functions take
+        self.opened = lm.load_run(run, int8=int8)  # (config, model, vocab, tokenizer, data config)
         config, self.model, self.vocab, self.tok, self.data = self.opened
-        super().__init__(name, run, config)
+        super().__init__(name, run, config, int8)
         self.labels: list[str] = config.get("labels") or []
         q = repr(name).replace("{", "{{").replace("}", "}}")  # the messages are format templates
         # rnnkit.tasks.lm.generate_from's messages, worded for the API (its defaults name the CLI's options)
@@ -135,11 +136,11 @@ class _LM(_Loaded):
 class _Classifier(_Loaded):
     task, endpoint = "classify", "classify"
 
-    def __init__(self, name: str, run: Path) -> None:
+    def __init__(self, name: str, run: Path, int8: bool = False) -> None:
         from rnnkit.tasks import classify
 
-        config, self.model, self.enc = classify.load_run(run)
-        super().__init__(name, run, config)
+        config, self.model, self.enc = classify.load_run(run, int8=int8)
+        super().__init__(name, run, config, int8)
         self.labels: list[str] = config["labels"]
 
     def info(self) -> dict[str, Any]:
@@ -156,11 +157,11 @@ class _Classifier(_Loaded):
 class _Tagger(_Loaded):
     task, endpoint = "tag", "tag"
 
-    def __init__(self, name: str, run: Path) -> None:
+    def __init__(self, name: str, run: Path, int8: bool = False) -> None:
         from rnnkit.tasks import tag
 
-        config, self.model, self.enc, self.data = tag.load_run(run)
-        super().__init__(name, run, config)
+        config, self.model, self.enc, self.data = tag.load_run(run, int8=int8)
+        super().__init__(name, run, config, int8)
         self.tags = list(self.enc.tags.tokens)
 
     def info(self) -> dict[str, Any]:
@@ -189,11 +190,11 @@ class _Tagger(_Loaded):
 class _Translator(_Loaded):
     task, endpoint = "seq2seq", "translate"
 
-    def __init__(self, name: str, run: Path) -> None:
+    def __init__(self, name: str, run: Path, int8: bool = False) -> None:
         from rnnkit.tasks.seq2seq import Translator
 
-        self.translator = Translator(run)
-        super().__init__(name, run, self.translator.config)
+        self.translator = Translator(run, int8=int8)
+        super().__init__(name, run, self.translator.config, int8)
 
     def info(self) -> dict[str, Any]:
         d = self.translator.data
@@ -238,8 +239,9 @@ def _names(runs: Sequence[Path]) -> list[str]:
     return names
 
 
-def load_runs(runs: Sequence[Union[str, Path]]) -> dict[str, _Loaded]:
-    """Open every run folder once: model name -> loaded model (``CheckpointError``/``ConfigError`` if one fails)."""
+def load_runs(runs: Sequence[Union[str, Path]], int8: bool = False) -> dict[str, _Loaded]:
+    """Open every run folder once: model name -> loaded model (``CheckpointError``/``ConfigError`` if one fails);
+    ``int8``: every model quantised for int8 inference (``rnnkit.nn.int8``)."""
     from rnnkit.tasks import task_of_run
 
     if not runs:
@@ -247,7 +249,7 @@ def load_runs(runs: Sequence[Union[str, Path]]) -> dict[str, _Loaded]:
     paths = [Path(r).resolve() for r in runs]
     loaded: dict[str, _Loaded] = {}
     for name, path in zip(_names(paths), paths):
-        loaded[name] = _ADAPTERS[task_of_run(path, "serve").endpoint](name, path)
+        loaded[name] = _ADAPTERS[task_of_run(path, "serve").endpoint](name, path, int8)
     return loaded
 
 
@@ -327,6 +329,7 @@ def _schemas(max_chars: int, max_batch: int):
         attention: Optional[bool] = Field(None, description="seq2seq: whether the model has attention weights")
         beam: Optional[int] = Field(None, description="seq2seq: the run's default beam size")
         length_penalty: Optional[float] = Field(None, description="seq2seq: the run's default length penalty")
+        int8: Optional[bool] = Field(None, description="whether the model runs with int8 weights (serve --int8)")
 
     class ModelsResponse(BaseModel):
         models: list[ModelInfo]
@@ -510,8 +513,9 @@ class _BodyLimit:
         await JSONResponse({"detail": message}, status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
-def create_app(runs: Sequence[Union[str, Path]], max_chars: int = 2000, max_batch: int = 32):
-    """A FastAPI app serving the given run folders (each opened once, here); see the module docstring."""
+def create_app(runs: Sequence[Union[str, Path]], max_chars: int = 2000, max_batch: int = 32, int8: bool = False):
+    """A FastAPI app serving the given run folders (each opened once, here, quantised with ``int8``);
+    see the module docstring."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
@@ -525,7 +529,7 @@ def create_app(runs: Sequence[Union[str, Path]], max_chars: int = 2000, max_batc
 
     if max_chars < 1 or max_batch < 1:
         raise ConfigError("max_chars and max_batch must be >= 1")
-    models = load_runs(runs)
+    models = load_runs(runs, int8)
     S = _schemas(max_chars, max_batch)
     app = FastAPI(title="rnnkit", version=rnnkit.__version__,
                   description="Trained rnnkit run folders behind a JSON API. Every request names a `model` "
@@ -648,13 +652,13 @@ def create_app(runs: Sequence[Union[str, Path]], max_chars: int = 2000, max_batc
 
 
 def serve(runs: Sequence[Union[str, Path]], host: str = "127.0.0.1", port: int = 8000, *, max_chars: int = 2000,
-          max_batch: int = 32, log_level: str = "info") -> None:
+          max_batch: int = 32, log_level: str = "info", int8: bool = False) -> None:
     """Load the runs and serve them with uvicorn until interrupted (what ``rnnkit serve`` calls)."""
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
-    app = create_app(runs, max_chars=max_chars, max_batch=max_batch)
+    app = create_app(runs, max_chars=max_chars, max_batch=max_batch, int8=int8)
     print(f"serving {', '.join(f'{n} ({m.task})' for n, m in app.state.models.items())}; "
           f"playground at http://{host}:{port}/ , API documentation at http://{host}:{port}/docs", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -301,16 +301,17 @@ def _save_vocab_and_tokenizer(out: Path, vocab: Vocab, tokenizer_config: dict) -
     ckpt.save_json(out / "tokenizer.json", tokenizer_config)
 
 
-def load_run(run: str | Path):
-    """A trained classifier run, ready to use: ``(config, model, encoder)``."""
-    config, model, vocabs = open_run(run)
+def load_run(run: str | Path, *, int8: bool = False):
+    """A trained classifier run, ready to use: ``(config, model, encoder)`` (``int8``: quantised, see ``open_run``)."""
+    config, model, vocabs = open_run(run, int8=int8)
     tokenizer = tokenizer_from_config(ckpt.load_json(Path(run) / "tokenizer.json"))
     return config, model, Encoder(tokenizer, vocabs["vocab"])
 
 
-def predict(run: str | Path, texts: Sequence[str], batch_size: int = 64) -> list[dict[str, Any]]:
+def predict(run: str | Path, texts: Sequence[str], batch_size: int = 64, *,
+            int8: bool = False) -> list[dict[str, Any]]:
     """Label and class probabilities for each text, in input order."""
-    config, model, enc = load_run(run)
+    config, model, enc = load_run(run, int8=int8)
     return predict_with(model, enc, config["labels"], texts, batch_size)
 
 
@@ -334,7 +335,8 @@ def predict_with(model: Classifier, encoder: Encoder, labels: Sequence[str], tex
 
 
 def predict_text(run: str | Path, text: str, *, fmt: str = "text", path: Optional[str] = None,
-                 encoding: str = "utf-8", as_json: bool = False, warn: Callable[[str], None] = print) -> str:
+                 encoding: str = "utf-8", as_json: bool = False, warn: Callable[[str], None] = print,
+                 int8: bool = False) -> str:
     """What ``rnnkit predict`` prints for a classifier run: per line of ``text``, its label and class
     probabilities (or one JSON object).  An empty line still gets a label (the model's answer to no
     words), and ``warn`` says which lines were empty."""
@@ -345,7 +347,7 @@ def predict_text(run: str | Path, text: str, *, fmt: str = "text", path: Optiona
     if empty:
         warn(f"{len(empty)} empty input line(s) (first: line {empty[0]}) were labelled from no words")
     out = []
-    for row in predict(run, lines):
+    for row in predict(run, lines, int8=int8):
         if as_json:
             out.append(json.dumps(row, ensure_ascii=False))
         else:
@@ -354,12 +356,13 @@ def predict_text(run: str | Path, text: str, *, fmt: str = "text", path: Optiona
 
 
 def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
-             format: Optional[str] = None, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+             format: Optional[str] = None, log: Callable[[str], None] = lambda message: None,
+             int8: bool = False) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class scores of a trained run on a labelled file (``log`` hears what the
     reader skipped)."""
     if not data_path:
         raise ConfigError("give --data: a labelled file to evaluate on")
-    config, model, enc = load_run(run)
+    config, model, enc = load_run(run, int8=int8)
     data = ClassifyDataConfig(**{**config["data"], **({"encoding": encoding} if encoding else {}),
                                  **({"format": format} if format else {})})
     examples = _read(data_path, data, log)

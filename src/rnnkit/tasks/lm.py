@@ -288,9 +288,10 @@ def train_lm(out: str | Path, model_opts: dict[str, Any], data: LMDataConfig, tr
     return final
 
 
-def load_run(run: str | Path):
-    """A trained language-model run, ready to use: ``(config, model, vocab, tokenizer, data config)``."""
-    config, model, vocabs = open_run(run)
+def load_run(run: str | Path, *, int8: bool = False):
+    """A trained language-model run, ready to use: ``(config, model, vocab, tokenizer, data config)``
+    (``int8``: quantised, see ``open_run``)."""
+    config, model, vocabs = open_run(run, int8=int8)
     data = LMDataConfig(**config["data"])
     return config, model, vocabs["vocab"], tokenizer_from_config({"name": data.tokenizer, **(
         {"lower": data.lower} if data.tokenizer == "word" else {})}), data
@@ -331,7 +332,7 @@ def label_index(config: dict[str, Any], label: Optional[str], say: dict[str, str
 
 def generate(run: str | Path, *, prime: Optional[str] = None, length: int = 200, temperature: float = 1.0,
              top_k: Optional[int] = None, top_p: Optional[float] = None, seed: Optional[int] = None,
-             num_samples: int = 1, label: Optional[str] = None) -> list[str]:
+             num_samples: int = 1, label: Optional[str] = None, int8: bool = False) -> list[str]:
     """Sample ``num_samples`` continuations of ``prime`` (in one batch) from a trained run.
 
     ``prime`` None (or only whitespace, such as a newline a word tokenizer drops) starts a new line: after
@@ -340,7 +341,7 @@ def generate(run: str | Path, *, prime: Optional[str] = None, length: int = 200,
     validate_sampling(temperature, top_k, top_p)
     if length < 1 or num_samples < 1:
         raise ConfigError("length and num_samples must be >= 1")
-    return generate_from(load_run(run), prime=prime, length=length, temperature=temperature, top_k=top_k,
+    return generate_from(load_run(run, int8=int8), prime=prime, length=length, temperature=temperature, top_k=top_k,
                          top_p=top_p, seed=seed, num_samples=num_samples, label=label)
 
 
@@ -413,13 +414,14 @@ def run_eol(data: LMDataConfig, vocab: Vocab) -> bool:
 
 
 def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
-             batch_size: int = 64, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+             batch_size: int = 64, log: Callable[[str], None] = lambda message: None,
+             int8: bool = False) -> dict[str, Any]:
     """Nats per token, perplexity and bits per token (``bpc`` for characters, ``bpw`` for words) of a
     trained run on a text file, all of it: one stream, the state carried across lines from the first token
     to the last, every token scored (the first after an end-of-line token; end-of-line tokens included) —
     how the word-level literature scores a test file (see ``score_stream``).  ``batch_size`` is the
     sequences per batch of a label-conditioned run."""
-    config, model, vocab, tok, data = load_run(run)
+    config, model, vocab, tok, data = load_run(run, int8=int8)
     if config.get("labels"):
         return _evaluate_labelled(model, vocab, tok, data, config["labels"], data_path, encoding, batch_size)
     path = Path(data_path) if data_path else bundled_path("tinyshakespeare")

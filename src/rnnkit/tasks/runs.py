@@ -152,8 +152,11 @@ def run_config(task: str, model_name: str, **parts: Any) -> dict[str, Any]:
     return out
 
 
-def open_run(run_dir: str | Path, vocab_names: tuple[str, ...] = ("vocab",)):
-    """Rebuild a trained model from its folder alone: (config, model in eval mode, vocabs)."""
+def open_run(run_dir: str | Path, vocab_names: tuple[str, ...] = ("vocab",), int8: bool = False):
+    """Rebuild a trained model from its folder alone: (config, model in eval mode, vocabs).
+
+    ``int8``: the model quantised for int8 inference on CPU (``rnnkit.nn.int8.quantize``).
+    """
     from rnnkit.tasks import read_config
 
     run_dir = Path(run_dir)
@@ -167,6 +170,10 @@ def open_run(run_dir: str | Path, vocab_names: tuple[str, ...] = ("vocab",)):
         raise CheckpointError(f"{weights} does not exist: the run has not finished an evaluation yet")
     ckpt.load_weights_into(model, weights)
     model.eval()
+    if int8:
+        from rnnkit.nn.int8 import quantize
+
+        quantize(model)
     vocabs = {}
     for name in vocab_names:
         try:

@@ -569,10 +569,10 @@ class Translator:
     ``Translator(run)`` or ``Translator([run1, run2, ...])``: several runs decode together, the mean of
     their log-probabilities at each step (see ``Seq2SeqEnsemble``).  They must share vocabularies and
     tokenizers (``ConfigError`` naming the runs otherwise); decoding settings (beam, length penalty and
-    limits) come from the first run.
+    limits) come from the first run.  ``int8``: every model quantised (see ``open_run``).
     """
 
-    def __init__(self, run: str | Path | Sequence[str | Path]) -> None:
+    def __init__(self, run: str | Path | Sequence[str | Path], *, int8: bool = False) -> None:
         runs = [Path(r) for r in ([run] if isinstance(run, (str, Path)) else run)]
         if not runs:
             raise ConfigError("give at least one run folder")
@@ -580,7 +580,7 @@ class Translator:
         self.run = runs[0]
         configs, models, codecs = [], [], []
         for r in runs:
-            config, model, _ = open_run(r, ())
+            config, model, _ = open_run(r, (), int8=int8)
             if config.get("task") != "seq2seq":
                 raise ConfigError(f"{r} holds a {config.get('task')!r} model, not a seq2seq one")
             codec = _open_codec(r)
@@ -689,7 +689,8 @@ def _strip(texts: Sequence[str]) -> list[list[str]]:
 
 def evaluate(run: str | Path | Sequence[str | Path], src: Optional[str] = None, tgt: Optional[str] = None,
              data_path: Optional[str] = None, beam: Optional[int] = None, encoding: Optional[str] = None,
-             drop_stress: Optional[bool] = None, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+             drop_stress: Optional[bool] = None, log: Callable[[str], None] = lambda message: None,
+             int8: bool = False) -> dict[str, Any]:
     """Score a trained run (or an ensemble: several runs, see ``Translator``) on line-aligned ``src``/``tgt``
     files or a TSV file ``data_path``; a CMUdict run also reads ``data_path`` as a pronouncing dictionary
     (``cmudict.dict`` with ``word(2)`` variants, or the 0.7b test split with repeated words; any case):
@@ -699,7 +700,7 @@ def evaluate(run: str | Path | Sequence[str | Path], src: Optional[str] = None, 
     without them (outputs and references stripped: ``AH0`` = ``AH``), e.g. on the stress-free standard
     test split.  ``ConfigError`` when the references and the run disagree about stress marking.
     """
-    t = Translator(run)
+    t = Translator(run, int8=int8)
     enc = encoding or t.data.encoding
     cmudict = bool(t.config.get("cmudict"))
     d = t.data

@@ -288,26 +288,27 @@ def _save_vocabs(out: Path, vocabs: dict[str, Vocab]) -> None:
         v.save(out / f"{name}.json")
 
 
-def load_run(run: str | Path):
-    """A trained tagger run, ready to use: ``(config, model, encoder, data config)``."""
-    config, model, v = open_run(run, ("vocab", "chars", "tags"))
+def load_run(run: str | Path, *, int8: bool = False):
+    """A trained tagger run, ready to use: ``(config, model, encoder, data config)`` (``int8``: see ``open_run``)."""
+    config, model, v = open_run(run, ("vocab", "chars", "tags"), int8=int8)
     data = TagDataConfig(**config["data"])
     return config, model, Encoder(v["vocab"], v["chars"], v["tags"], data.lower), data
 
 
 def predict_text(run: str | Path, text: str, *, fmt: str = "text", path: Optional[str] = None,
-                 encoding: str = "utf-8", as_json: bool = False, warn: Callable[[str], None] = print) -> str:
+                 encoding: str = "utf-8", as_json: bool = False, warn: Callable[[str], None] = print,
+                 int8: bool = False) -> str:
     """What ``rnnkit predict`` prints for a tagger run (see :func:`predict`)."""
     if as_json:
         raise ConfigError("--json applies to classifier runs; a tagger prints token<TAB>tag lines or CoNLL-U")
-    return predict(run, text, fmt, encoding, path)
+    return predict(run, text, fmt, encoding, path, int8=int8)
 
 
 def predict(run: str | Path, text: str, fmt: str = "text", encoding: str = "utf-8",
-            path: Optional[str] = None) -> str:
+            path: Optional[str] = None, *, int8: bool = False) -> str:
     """Tag text: whitespace-tokenised sentences (one per line) -> ``token<TAB>tag`` lines, or a
     CoNLL-U file with the run's column filled (``fmt="conllu"``, read from ``path``)."""
-    config, model, enc, data = load_run(run)
+    config, model, enc, data = load_run(run, int8=int8)
     if fmt == "conllu":
         if path is None:
             raise ConfigError("--format conllu needs a FILE (a CoNLL-U file whose column is filled)")
@@ -323,14 +324,15 @@ def predict(run: str | Path, text: str, fmt: str = "text", encoding: str = "utf-
 
 
 def evaluate(run: str | Path, data_path: Optional[str] = None, encoding: Optional[str] = None,
-             format: Optional[str] = None, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+             format: Optional[str] = None, log: Callable[[str], None] = lambda message: None,
+             int8: bool = False) -> dict[str, Any]:
     """Token accuracy (and entity F1 with per-type scores) of a trained run on a labelled file.
 
     Tags the training data lacked are scored as errors (see ``evaluate_model``); ``unseen_tags`` maps
     each to its count, and ``log`` hears about them once."""
     if not data_path:
         raise ConfigError("give --data: a CoNLL-U or CoNLL-2003-style file to evaluate on")
-    config, model, enc, data = load_run(run)
+    config, model, enc, data = load_run(run, int8=int8)
     data = TagDataConfig(**{**config["data"], **({"encoding": encoding} if encoding else {}),
                             **({"format": format} if format else {})})
     sents = read_sentences(data_path, data)
