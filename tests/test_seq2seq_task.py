@@ -185,3 +185,15 @@ def test_training_batches_sort_pairs_by_source_then_target_length(run):
     assert padded(joint, src) == padded(plain, src)
     real = sum(map(len, tgt))
     assert padded(joint, tgt) - real < 0.5 * (padded(plain, tgt) - real)
+
+
+def test_a_training_set_whose_every_pair_is_over_the_length_caps_stops_before_writing(tmp_path, capsys):
+    from rnnkit.cli import main
+
+    data = tmp_path / "one.tsv"
+    data.write_text(" ".join(["cat"] * 400) + "\t" + " ".join(["dog"] * 400) + "\n", encoding="utf-8")
+    assert main(["train", "seq2seq", "--train", str(data), "--out", str(tmp_path / "r"), "--max-steps", "1",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no training pair is within --max-src-len 250 and --max-tgt-len 250 tokens" in err
+    assert not (tmp_path / "r").exists()

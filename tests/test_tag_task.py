@@ -109,3 +109,13 @@ def test_ner_with_crf_scores_entities(tmp_path, capsys, char_encoder):
     assert m["f1"] == 1.0 and set(m["per_type"]) == {"LOC", "PER"}
     pred = (out / "validation.predictions.conll").read_text().splitlines()
     assert pred[0] == "John S-PER S-PER"  # token, gold, predicted: what conlleval reads
+
+
+def test_a_conllu_file_named_txt_is_read_as_conll_and_the_error_says_so(tmp_path, capsys):
+    wrong = tmp_path / "train.txt"  # CoNLL-U content, a suffix that says CoNLL
+    wrong.write_text("# sent_id = 1\n1\tthe\tthe\tDET\tDT\t_\t2\tdet\t_\t_\n2\tcat\tcat\tNOUN\tNN\t_\t0\troot\t_\t_\n"
+                     "3\tsat\tsit\tVERB\tVBD\t_\t2\tdep\t_\t_\n\n", encoding="utf-8")
+    assert main(["train", "tag", "--train", str(wrong), "--out", str(tmp_path / "r"), "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "guessed from the file name 'train.txt'" in err and "--format conllu" in err
+    assert not (tmp_path / "r").exists()
