@@ -8,7 +8,6 @@ run's task up there too.  Nothing here knows a task by name.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -97,13 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace the run already in --out instead of refusing to touch it")
         g.add_argument("--config", type=Path, help="YAML file of option values (keys as the flags, e.g. hidden: 512); "
                                                    "flags given on the command line win")
-        g.add_argument("--threads", type=_threads, help="CPU threads for torch [torch's choice]")
+        g.add_argument("--threads", type=_positive_int, help="CPU threads for torch [torch's choice]")
         g.add_argument("--no-progress", action="store_true", help="no progress bar")
     commands.add_parsers(sub)
     return p
 
 
-def _threads(text: str) -> int:
+def _positive_int(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected an integer >= 1")
     return int(text)

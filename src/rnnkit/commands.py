@@ -32,14 +32,14 @@ def _read_input(path: Any, encoding: str) -> str:
 
 def add_parsers(sub) -> None:
     """Add every command but ``train`` to the subparsers ``sub``."""
-    from rnnkit.cli import _threads, add_options
+    from rnnkit.cli import _positive_int, add_options
     from rnnkit.tasks.lm import GenerateOptions
     from rnnkit.tasks.seq2seq import DecodeOptions
 
     h = sub.add_parser("hello", help='the lecture\'s example: a tiny tanh RNN learns "hello"',
                        description='Train a one-hot tanh RNN on "hello" and show each step.')
-    h.add_argument("--hidden", type=_threads, default=3, help="hidden units [3]")
-    h.add_argument("--steps", type=_threads, default=100, help="training steps [100]")
+    h.add_argument("--hidden", type=_positive_int, default=3, help="hidden units [3]")
+    h.add_argument("--steps", type=_positive_int, default=100, help="training steps [100]")
     h.add_argument("--lr", type=float, default=0.1, help="Adam learning rate [0.1]")
     h.add_argument("--seed", type=int, default=0, help="random seed [0]")
 
@@ -50,7 +50,7 @@ def add_parsers(sub) -> None:
                                     "run folders and plots in one folder. A few minutes on 2 CPU cores.")
     de.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder [runs/demo]")
     de.add_argument("--quick", action="store_true", help="a quarter of the training (a smoke run)")
-    de.add_argument("--threads", type=_threads, help="CPU threads for torch [torch's choice]")
+    de.add_argument("--threads", type=_positive_int, help="CPU threads for torch [torch's choice]")
     de.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     ge = sub.add_parser("generate", help="sample text from a trained language model",
@@ -101,7 +101,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--encoding", help="text encoding [the run's]")
     ev.add_argument("--src", help="seq2seq: source file, line-aligned with --tgt")
     ev.add_argument("--tgt", help="seq2seq: reference file")
-    ev.add_argument("--beam", type=_threads, help="seq2seq: beam size [the run's]")
+    ev.add_argument("--beam", type=_positive_int, help="seq2seq: beam size [the run's]")
     ev.add_argument("--drop-stress", action="store_const", const=True,
                     help="seq2seq on CMUdict: score without stress digits (the standard test split has none)")
     ev.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
@@ -148,9 +148,9 @@ def add_parsers(sub) -> None:
     sv.add_argument("runs", nargs="+", type=Path, help="run folders to load")
     sv.add_argument("--host", default="127.0.0.1", help="[127.0.0.1]")
     sv.add_argument("--port", type=_port, default=8000, help="TCP port, 1-65535 [8000]")
-    sv.add_argument("--max-chars", type=_threads, default=2000, help="longest accepted text [2000]")
-    sv.add_argument("--max-batch", type=_threads, default=32, help="most texts per request [32]")
-    sv.add_argument("--threads", type=_threads, help="CPU threads for torch [torch's choice]")
+    sv.add_argument("--max-chars", type=_positive_int, default=2000, help="longest accepted text [2000]")
+    sv.add_argument("--max-batch", type=_positive_int, default=32, help="most texts per request [32]")
+    sv.add_argument("--threads", type=_positive_int, help="CPU threads for torch [torch's choice]")
     _int8_flag(sv, "serve every run with int8 weights on the CPU (see --int8 of predict)")
 
 
@@ -216,7 +216,7 @@ def _task_of_runs(runs: list[Path], command: str):
     """The one task of every run given, checked to take several runs when more than one is given."""
     from rnnkit.tasks import task_of_run
 
-    tasks = {task_of_run(r, command).name: task_of_run(r, command) for r in runs}
+    tasks = {t.name: t for t in (task_of_run(r, command) for r in runs)}
     task = next(iter(tasks.values()))
     if len(tasks) > 1 or (len(runs) > 1 and not task.ensembles):
         raise ConfigError(f"`rnnkit {command}` takes several runs only as an ensemble of seq2seq runs; "

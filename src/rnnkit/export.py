@@ -74,7 +74,7 @@ import torch
 
 from rnnkit import __version__
 from rnnkit import checkpoint as ckpt
-from rnnkit.errors import CheckpointError, ConfigError
+from rnnkit.errors import ConfigError
 from rnnkit.nn.table import CELLS
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "MIN_OPSET", "sidecar_path", "viterbi"]

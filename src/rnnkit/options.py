@@ -152,23 +152,16 @@ def coerce(o: Option, value: Any, source: str = "flag") -> Any:
             value = value.lower() in ("true", "yes", "1")
         if not isinstance(value, bool):
             raise _fail(o, value, source)
-    elif o.type is int:
+    elif o.type in (int, float):
         if isinstance(value, str):
             try:
-                value = int(value.strip())
+                value = o.type(value.strip())
             except ValueError:
                 raise _fail(o, value, source) from None
-        if isinstance(value, bool) or not isinstance(value, int):
+        allowed = (int,) if o.type is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, allowed) or not math.isfinite(value):
             raise _fail(o, value, source)
-    elif o.type is float:
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise _fail(o, value, source) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise _fail(o, value, source)
-        value = float(value)
+        value = o.type(value)
     elif o.type is str:
         if not isinstance(value, str):
             raise _fail(o, value, source)
