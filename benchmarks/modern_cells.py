@@ -10,7 +10,8 @@ LRU and mLSTM, sLSTM's tight loop, torch's kernels or ``rnnkit.nn.scan`` for RNN
 * generation: tokens per second stepping one token at a time with the state carried (what
   ``LanguageModel.step`` does) under ``torch.inference_mode()``, at batch 1 and 64;
 * peak memory of the training step: in a fresh child process per (cell, length), as scaling.py
-  measures it (bytes held by tensors from torch.profiler's memory events, and resident set size).
+  measures it (bytes held by tensors from torch.profiler's memory events, and resident set size),
+  all of them before the timing starts, so that no child runs beside a parent that holds gigabytes.
 
     python benchmarks/modern_cells.py            # the full sweep (long: lengths up to 8192)
     python benchmarks/modern_cells.py --quick    # tiny shapes, lengths 32 and 64: a smoke run
@@ -21,6 +22,7 @@ Writes benchmarks/results/modern_cells[-quick].json and prints a table.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import subprocess
 import sys
@@ -86,7 +88,19 @@ def memory_in_child(cell: str, length: int, quick: bool, threads: int) -> dict:
 
 # ---------------------------------------------------------------- the sweep
 
+def release_memory() -> None:
+    """Hand freed heap back to the system (glibc keeps it otherwise), so that a child measuring memory after a
+    long sequence here does not find this process still holding gigabytes."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run(cells: list[str], shape: dict, rounds: int, threads: int, quick: bool, memory: bool) -> dict:
+    # memory first, each (cell, length) in its own child, while this process holds nothing large
+    peaks = {(cell, length): memory_in_child(cell, length, quick, threads)
+             for length in shape["lengths"] for cell in cells} if memory else {}
     modules = {cell: make(cell, shape) for cell in cells}
     training = []
     for length in shape["lengths"]:
@@ -100,11 +114,13 @@ def run(cells: list[str], shape: dict, rounds: int, threads: int, quick: bool, m
                 if base in med:
                     row[f"vs_{base}"] = round(med[base] / med[cell], 3)  # > 1: faster than the baseline
             if memory:
-                mem = memory_in_child(cell, length, quick, threads)
+                mem = peaks[cell, length]
                 row.update(allocated_mib=round(mem["allocated_bytes"] / 2 ** 20, 2),
                            resident_mib=round(mem["resident_bytes"] / 2 ** 20, 2),
                            resident_method=mem["resident_method"])
             training.append(row)
+        del x
+        release_memory()
         print(f"length {length}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     generation = []
     for batch in shape["gen_batches"]:
