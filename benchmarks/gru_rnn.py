@@ -1,29 +1,36 @@
 """GRU and plain-RNN training step on CPU: rnnkit's ``Recurrent`` vs ``torch.nn.GRU`` / ``torch.nn.RNN``.
 
-One process, the same weights, contestants interleaved round by round, medians reported
-as tokens/s and as the ratio rnnkit / torch.  The training step is forward and backward of
+One process, the same weights, contestants interleaved round by round, reported as tokens/s
+(median seconds) and as the ratio rnnkit / torch: the median of the per-round ratios, with
+their min and max in the run.  The training step is forward and backward of
 a sum of the outputs (no optimizer, the same for both); inference is the forward alone
 under ``torch.no_grad()``.  rnnkit's fused backend runs GRU and RNN on CPU through
 ``rnnkit.nn.scan`` (a whole-sequence layer with a hand-written backward); torch runs its
 own sequence kernel (no oneDNN path for GRU and RNN, unlike LSTM).
 
-    python benchmarks/gru_rnn.py            # batch 64, 128 steps, input 64, 2 layers, hidden 256 and 512
-    python benchmarks/gru_rnn.py --quick    # 32 steps, hidden 128 and 256, seconds
+    python benchmarks/gru_rnn.py              # batch 64, 128 steps, input 64, 2 layers, hidden 256 and 512
+    python benchmarks/gru_rnn.py --quick      # 32 steps, hidden 128 and 256, seconds
+    python benchmarks/gru_rnn.py --repeats 3  # the whole measurement three times, each repeat's ratio kept
 
-Each shape runs unidirectional and bidirectional.  Writes benchmarks/results/gru_rnn[-quick].json.
+Each shape runs unidirectional and bidirectional.  With ``--repeats N`` every shape's ratio is
+also given per repeat and as the least of them (``ratio.min``); ``summary`` holds, for training
+and inference, the least ratio over all shapes and repeats.  Writes
+benchmarks/results/gru_rnn[-quick].json.
 """
 from __future__ import annotations
 
 import torch
 
 from rnnkit.nn import Recurrent
-from _common import median_times, parser, write_report
+from _common import parser, pooled_median, repeated_ratio, show_spread, timings, write_report
 
 TWINS = {"gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN}
+KINDS = ("train", "inference")
 
 
-def run(mode: str, batch: int, seq: int, embed: int, hidden: int, layers: int, bidirectional: bool,
-        rounds: int) -> dict:
+def measure(mode: str, batch: int, seq: int, embed: int, hidden: int, layers: int, bidirectional: bool,
+            rounds: int) -> dict:
+    """One measurement of one shape: the outputs' largest difference and a :func:`timings` per kind."""
     torch.manual_seed(0)
     ours = Recurrent(mode, embed, hidden, num_layers=layers, bidirectional=bidirectional)
     kw = {"nonlinearity": mode[len("rnn_"):]} if mode.startswith("rnn_") else {}
@@ -45,18 +52,39 @@ def run(mode: str, batch: int, seq: int, embed: int, hidden: int, layers: int, b
         return go
 
     names = {"rnnkit": ours, "torch": theirs}
-    results = {}
-    for kind, make in (("train", train), ("inference", infer)):
-        med = median_times({k: make(m) for k, m in names.items()}, rounds)
-        results[kind] = {"tokens_per_s": {k: round(batch * seq / v) for k, v in med.items()},
-                         "ratio_rnnkit_vs_torch": round(med["torch"] / med["rnnkit"], 3)}
-    return {"mode": mode, "shape": dict(batch=batch, seq_len=seq, embed=embed, hidden=hidden, layers=layers,
-                                        bidirectional=bidirectional),
-            "max_abs_diff_outputs": max_diff, **results, "rounds": rounds}
+    result = {"max_abs_diff_outputs": max_diff}
+    for kind, make in zip(KINDS, (train, infer)):
+        result[kind] = timings({k: make(m) for k, m in names.items()}, rounds)
+    return result
+
+
+def summarize(mode: str, shape: dict, runs: list[dict]) -> dict:
+    """One shape over its repeats: tokens/s from the median seconds of all rounds, and the ratio's spread."""
+    tokens = shape["batch"] * shape["seq_len"]
+    row = {"mode": mode, "shape": shape, "max_abs_diff_outputs": max(r["max_abs_diff_outputs"] for r in runs),
+           "rounds": runs[0]["train"]["rounds"], "repeats": len(runs)}
+    for kind in KINDS:
+        t = [r[kind] for r in runs]
+        ratio = repeated_ratio(t, "rnnkit", "torch")
+        row[kind] = {"tokens_per_s": {k: round(tokens / pooled_median(t, k)) for k in ("rnnkit", "torch")},
+                     "ratio_rnnkit_vs_torch": round(ratio["median"], 3), "ratio": ratio, "timings": t}
+    return row
+
+
+def least(results: list[dict], kind: str) -> dict:
+    """The least ratio over every shape: of the repeats' ratios and of single rounds, and where."""
+    worst = min(results, key=lambda r: r[kind]["ratio"]["min"])
+    return {"min_ratio_of_repeats": worst[kind]["ratio"]["min"], "at": {"mode": worst["mode"], **worst["shape"]},
+            "min_ratio_of_rounds": min(r[kind]["ratio"]["per_round"]["min"] for r in results)}
+
+
+def label(r: dict) -> str:
+    s = r["shape"]
+    return f"H{s['hidden']} L{s['layers']} {'bi' if s['bidirectional'] else 'uni'} B{s['batch']} T{s['seq_len']}"
 
 
 def main() -> None:
-    ap = parser(__doc__)
+    ap = parser(__doc__, repeats=True)
     ap.add_argument("--modes", nargs="+", default=["gru", "rnn_tanh"], choices=sorted(TWINS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -64,18 +92,37 @@ def main() -> None:
         base, hiddens = dict(batch=64, seq=32, embed=64, layers=2, rounds=3), (128, 256)
     else:
         base, hiddens = dict(batch=64, seq=128, embed=64, layers=2, rounds=5), (256, 512)
-    results = [run(mode, hidden=h, bidirectional=bi, **base)
-               for mode in args.modes for h in hiddens for bi in (False, True)]
-    out = write_report("gru_rnn", args, results=results)
-    print(f"{'mode':9} {'shape':22} {'train tok/s rnnkit':>18} {'torch':>8} {'ratio':>6}   "
-          f"{'infer tok/s rnnkit':>18} {'torch':>8} {'ratio':>6}  max|diff|")
+    points = [(mode, dict(base, hidden=h, bidirectional=bi)) for mode in args.modes for h in hiddens
+              for bi in (False, True)]
+    runs: list[list[dict]] = [[] for _ in points]
+    for _ in range(args.repeats):  # the whole sweep again, so that repeats of a shape lie minutes apart
+        for i, (mode, p) in enumerate(points):
+            runs[i].append(measure(mode, **p))
+    results = [summarize(mode, dict(batch=p["batch"], seq_len=p["seq"], embed=p["embed"], hidden=p["hidden"],
+                                    layers=p["layers"], bidirectional=p["bidirectional"]), r)
+               for (mode, p), r in zip(points, runs)]
+    summary = {kind: least(results, kind) for kind in KINDS}
+    out = write_report("gru_rnn", args, repeats=args.repeats, results=results, summary=summary)
+    print("ratio: rnnkit's speed over torch's, median of the per-round ratios [their min-max]")
+    print(f"{'mode':9} {'shape':22} {'train tok/s rnnkit':>18} {'torch':>8} {'ratio':>17}   "
+          f"{'infer tok/s rnnkit':>18} {'torch':>8} {'ratio':>17}  max|diff|")
     for r in results:
-        s, tr, inf = r["shape"], r["train"], r["inference"]
-        shape = f"H{s['hidden']} L{s['layers']} {'bi' if s['bidirectional'] else 'uni'} B{s['batch']} T{s['seq_len']}"
-        print(f"{r['mode']:9} {shape:22} {tr['tokens_per_s']['rnnkit']:>18,} {tr['tokens_per_s']['torch']:>8,} "
-              f"{tr['ratio_rnnkit_vs_torch']:>6.2f}   {inf['tokens_per_s']['rnnkit']:>18,} "
-              f"{inf['tokens_per_s']['torch']:>8,} {inf['ratio_rnnkit_vs_torch']:>6.2f}  "
+        tr, inf = r["train"], r["inference"]
+        print(f"{r['mode']:9} {label(r):22} {tr['tokens_per_s']['rnnkit']:>18,} {tr['tokens_per_s']['torch']:>8,} "
+              f"{show_spread(tr['ratio']['per_round']):>17}   {inf['tokens_per_s']['rnnkit']:>18,} "
+              f"{inf['tokens_per_s']['torch']:>8,} {show_spread(inf['ratio']['per_round']):>17}  "
               f"{r['max_abs_diff_outputs']:.1e}")
+    if args.repeats > 1:
+        print("\neach repeat's ratio (median of its rounds), and the least of them")
+        for r in results:
+            cells = [" ".join(f"{x:.2f}" for x in r[k]["ratio"]["per_repeat"]) + f"  min {r[k]['ratio']['min']:.2f}"
+                     for k in KINDS]
+            print(f"{r['mode']:9} {label(r):22} train {cells[0]}   inference {cells[1]}")
+    for kind in KINDS:
+        s = summary[kind]
+        print(f"least {kind} ratio: {s['min_ratio_of_repeats']:.2f} over {args.repeats} repeat(s) "
+              f"({s['at']['mode']} H{s['at']['hidden']} {'bi' if s['at']['bidirectional'] else 'uni'}); "
+              f"least single round {s['min_ratio_of_rounds']:.2f}")
     print(f"written to {out}")
 
 

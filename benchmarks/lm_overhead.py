@@ -25,6 +25,7 @@ from torch import nn
 from rnnkit.batching import StreamBatches
 from rnnkit.models import LanguageModel, LanguageModelConfig
 from rnnkit.trainer import TrainConfig, Trainer
+from _common import environment
 
 VOCAB = 65
 
@@ -127,7 +128,8 @@ def main() -> None:
     if torch.device(args.device).type == "cuda":
         machine = torch.cuda.get_device_name() + f", {args.precision}"
     report = {"benchmark": "lm_overhead", "torch": torch.__version__, "threads": args.threads,
-              "device": args.device, "precision": args.precision, "machine": machine, "results": results}
+              "device": args.device, "precision": args.precision, "machine": machine, "results": results,
+              "environment": environment()}
     suffix = ("-quick" if args.quick else "") + ("" if args.device == "cpu" else f"-{args.device}-{args.precision}")
     out = args.out or Path(__file__).parent / "results" / f"lm_overhead{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

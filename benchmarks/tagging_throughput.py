@@ -27,6 +27,7 @@ from rnnkit.batching import SequenceBatches, pad_sequences, tag_batch
 from rnnkit.data import read_conllu
 from rnnkit.models import Tagger, TaggerConfig
 from rnnkit.vocab import Vocab
+from _common import environment
 
 
 class Bare(nn.Module):
@@ -140,7 +141,7 @@ def main() -> None:
               "shape": dict(batch=B, embed=args.embed, hidden=args.hidden, bidirectional=True),
               "real_tokens_per_s": {k: round(v) for k, v in tps.items()},
               "rnnkit_vs_best_baseline": ratios, "rounds": args.rounds, "torch": torch.__version__,
-              "threads": args.threads}
+              "threads": args.threads, "environment": environment()}
     out = args.out or Path(__file__).parent / "results" / f"tagging_throughput{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
