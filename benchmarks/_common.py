@@ -71,7 +71,8 @@ def spread(values: Sequence[float]) -> dict[str, float]:
 
 
 def timings(contestants: dict[str, Callable[[], Any]], rounds: int, warm_up: bool = True,
-            clock: Optional[Callable[[], float]] = None) -> dict[str, Any]:
+            clock: Optional[Callable[[], float]] = None, sync: Optional[Callable[[], None]] = None,
+            deadline: Optional[float] = None) -> dict[str, Any]:
     """Time each contestant ``rounds`` times, interleaved round by round (after one warm-up call each).
 
     Returns ``{"rounds", "contestants", "ratios"}``:
@@ -83,20 +84,28 @@ def timings(contestants: dict[str, Callable[[], Any]], rounds: int, warm_up: boo
       compares two calls made moments apart on the same machine state, which a ratio of medians
       taken over the whole run does not.
 
-    ``clock`` (default ``time.perf_counter``) is read before and after each call.
+    ``clock`` (default ``time.perf_counter``) is read before and after each call.  ``sync`` runs
+    after each call, inside its time (on a GPU: wait for the kernels it queued).  Once ``clock()``
+    has passed ``deadline``, no further round starts; at least one runs, and ``rounds`` in the
+    result says how many did.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     clock = clock or time.perf_counter
+    sync = sync or (lambda: None)
     if warm_up:
         for fn in contestants.values():
             fn()
+        sync()
     seconds: dict[str, list[float]] = {k: [] for k in contestants}
-    for _ in range(rounds):
+    done = 0
+    while done < rounds and (done == 0 or deadline is None or clock() <= deadline):
         for k, fn in contestants.items():
             t = clock()
             fn()
+            sync()
             seconds[k].append(clock() - t)
+        done += 1
     stats = {}
     for k, v in seconds.items():
         q1, q3 = quantile(v, 0.25), quantile(v, 0.75)
@@ -107,7 +116,7 @@ def timings(contestants: dict[str, Callable[[], Any]], rounds: int, warm_up: boo
             if a != b:
                 per_round = [tb / ta if ta > 0 else float("inf") for ta, tb in zip(seconds[a], seconds[b])]
                 ratios[a][b] = {**spread(per_round), "per_round": per_round}
-    return {"rounds": rounds, "contestants": stats, "ratios": ratios}
+    return {"rounds": done, "contestants": stats, "ratios": ratios}
 
 
 def median_times(contestants: dict[str, Callable[[], Any]], rounds: int, warm_up: bool = True) -> dict[str, float]:

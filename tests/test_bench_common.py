@@ -93,6 +93,21 @@ def test_one_round_and_no_rounds():
         common.timings(fake_contestants([]), rounds=0)
 
 
+def test_sync_is_timed_with_each_call_and_a_deadline_stops_the_rounds():
+    log, now = [], [0.0]
+
+    def call(name, seconds):
+        def go():
+            log.append(name)
+            now[0] += seconds
+        return go
+
+    t = common.timings({"a": call("a", 1.0), "b": call("b", 1.0)}, rounds=10, clock=lambda: now[0],
+                       sync=call("sync", 0.5), deadline=3.0)
+    assert log == ["a", "b", "sync", "a", "sync", "b", "sync"]  # the deadline passed during round one
+    assert t["rounds"] == 1 and t["contestants"]["a"]["seconds"] == [1.5]  # the wait counts
+
+
 def test_quantile_interpolates():
     assert common.quantile([4, 1, 3, 2], 0.25) == 1.75
     assert common.quantile([1, 2, 3], 0.5) == 2
