@@ -32,15 +32,23 @@ OURS, BASE = "rnnkit LanguageModel.step + generate", "torch.nn.LSTM stepped one 
 
 
 class BareLM(nn.Module):
+    """What a user writes by hand for a ``LanguageModel`` of LSTM or GRU cells: ``torch.nn`` modules, its weights."""
+
     def __init__(self, lm: LanguageModel) -> None:
         super().__init__()
         c = lm.config
-        self.emb = nn.Embedding(VOCAB, c.embedding_size)
-        self.rnn = nn.LSTM(c.embedding_size, c.hidden_size, c.num_layers, batch_first=True)
-        self.out = nn.Linear(c.hidden_size, VOCAB)
+        self.emb = nn.Embedding(c.vocab_size, c.embedding_size)
+        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[c.cell](c.embedding_size, c.hidden_size, c.num_layers,
+                                                             batch_first=True)
+        self.out = nn.Linear(c.hidden_size, c.vocab_size)
         self.emb.load_state_dict(lm.embedding.state_dict())
         self.rnn.load_state_dict(lm.rnn.state_dict())
         self.out.load_state_dict(lm.out.state_dict())
+
+    def forward(self, tokens: torch.Tensor, hx=None):
+        """``tokens (B, T)`` -> ``logits (B, T, V)`` and the state, as ``LanguageModel.forward``."""
+        y, hx = self.rnn(self.emb(tokens), hx)
+        return self.out(y), hx
 
     @torch.inference_mode()
     def sample(self, prime: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
