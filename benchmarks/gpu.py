@@ -138,8 +138,9 @@ def attempt(run: Run, fn: Callable[..., dict], **kw) -> dict:
         return fn(run, **kw)
     except Exception as e:
         traceback.print_exc()
-        release(run)
-        return {"error": f"{type(e).__name__}: {e}"}
+        error = {"error": f"{type(e).__name__}: {e}"}
+    release(run)  # out of the except block: the error's frames, and the memory they hold, are gone
+    return error
 
 
 # ---------------------------------------------------------------- 1. training vs the hand-written cuDNN loop
@@ -336,6 +337,7 @@ def cells(run: Run) -> dict:
                 steps[cell] = train_step(module, x)
             except Exception as e:
                 rows.append({**row, "error": f"{type(e).__name__}: {e}"})
+            if cell not in steps:
                 release(run)
         if not steps:
             continue
