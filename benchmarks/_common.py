@@ -146,6 +146,90 @@ def show_spread(s: dict[str, float], digits: int = 2) -> str:
     return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
 
 
+# ------------------------------------------------------------------------------------------- profile
+
+OP_GROUPS = ("matmul", "elementwise", "copies", "optimizer", "other")
+
+_ENGINE = "autograd::engine::evaluate_function:"
+_OPTIMIZER = re.compile(r"optimizer\.|adam|_foreach_|clip_grad|linalg_vector_norm")
+_GROUP_PATTERNS = (  # matched in full against the op's base name (see op_group)
+    ("matmul", re.compile(r"mm|addmm|bmm|baddbmm|addbmm|matmul|linear|linear_pointwise|linearfunction"
+                          r"|mkldnn_?rnn\w*|lstm|gru|rnn_tanh|rnn_relu")),
+    ("copies", re.compile(r"copy|to_copy|copy_from\w*|to|cat|stack|contiguous|clone|repeat\w*")),
+    ("elementwise", re.compile(r"sigmoid|tanh|mul|add|sub|rsub|div|exp|log|log_softmax|softmax|neg|sqrt|rsqrt"
+                               r"|pow|clamp\w*|where|fill|zero|relu|threshold|bitwise_\w+|logical_\w+"
+                               r"|masked_fill|sum|mean|amax|max|min|eq|ne|lt|gt|le|ge|abs|sign|\w*dropout"
+                               r"|bernoulli|uniform|nll_loss\w*|cross_entropy_loss|gather|scatter\w*|lerp"
+                               r"|addcmul|addcdiv|maximum|minimum|reciprocal|square|erf|gelu|silu|softplus")),
+)
+
+
+def op_group(name: str) -> str:
+    """The group of a torch.profiler event: one of :data:`OP_GROUPS`.
+
+    ``optimizer``: Adam and clipping (``Optimizer.step``, ``_fused_adam_``, ``_foreach_*``, the norms);
+    otherwise by the op's base name, the namespace and an autograd node's ``Backward`` suffix
+    dropped (``MulBackward0`` counts as ``mul``, ``aten::mkldnn_rnn_layer_backward`` as the layer):
+    ``matmul`` (mm, addmm, bmm, linear, matmul, oneDNN's linear and RNN layers, which run their gate
+    arithmetic inside), ``copies`` (copy_, cat, stack, contiguous, clone), ``elementwise``
+    (sigmoid, tanh, mul, add, softmax, ...) and ``other`` (views, allocation, embedding lookups,
+    Python autograd functions, and autograd's engine wrappers, whose self time is the engine's own).
+    """
+    low = name.lower()
+    if _OPTIMIZER.search(low):
+        return "optimizer"
+    if low.startswith(_ENGINE):
+        return "other"
+    base = low.split("::")[-1]
+    base = re.sub(r"_?backward(\d*|_data|_input)$", "", base).strip("_")
+    for group, pattern in _GROUP_PATTERNS:
+        if pattern.fullmatch(base):
+            return group
+    return "other"
+
+
+def op_breakdown(fn: Callable[[], Any], per: int = 1, top: int = 15,
+                 timed_s: Optional[float] = None) -> dict[str, Any]:
+    """Profile one call of ``fn`` (torch.profiler, CPU) and sum each op's self CPU time by :func:`op_group`.
+
+    Returns ``self_cpu_s`` (the total, divided by ``per``: the steps one call runs), ``groups`` (each
+    group's fraction of the total; they sum to 1), ``groups_s`` (seconds per step) and ``top_ops``: the
+    ``top`` ops by self CPU time, each with its group, seconds per step, fraction and calls per step.
+    Given ``timed_s``, the step's seconds timed without the profiler, also ``timed_s`` and ``of_timed``:
+    the profiled self time over it (below 1 by the Python between ops).
+    Self times add up to the profiled time without counting any of it twice; the profiler's own cost
+    per op makes many small ops weigh more than they do unprofiled.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [(e.key, e.self_cpu_time_total, e.count) for e in prof.key_averages()]  # microseconds
+    total = sum(t for _, t, _ in events) or 1.0
+    sums = dict.fromkeys(OP_GROUPS, 0.0)
+    for key, t, _ in events:
+        sums[op_group(key)] += t
+    events.sort(key=lambda e: -e[1])
+    timed = {} if timed_s is None else {"timed_s": timed_s, "of_timed": round(total / 1e6 / per / timed_s, 3)}
+    return {"self_cpu_s": total / 1e6 / per, **timed,
+            "groups": {g: round(v / total, 4) for g, v in sums.items()},
+            "groups_s": {g: v / 1e6 / per for g, v in sums.items()},
+            "top_ops": [{"op": key, "group": op_group(key), "self_cpu_s": t / 1e6 / per,
+                         "fraction": round(t / total, 4), "calls": count / per}
+                        for key, t, count in events[:top]]}
+
+
+def show_breakdown(b: dict[str, Any], top: int = 8, indent: str = "  ") -> list[str]:
+    """Lines of text for an :func:`op_breakdown`: the groups, then the ``top`` ops."""
+    covers = f" ({b['of_timed']:.2f} of the timed step)" if "of_timed" in b else ""
+    lines = [f"{indent}self CPU {b['self_cpu_s'] * 1e3:.1f} ms per step{covers}: "
+             + ", ".join(f"{g} {f:.2f}" for g, f in b["groups"].items())]
+    for op in b["top_ops"][:top]:
+        lines.append(f"{indent}  {op['fraction']:>6.1%}  {op['self_cpu_s'] * 1e3:>8.2f} ms  {op['calls']:>7g} calls  "
+                     f"{op['group']:11} {op['op'][:70]}")
+    return lines
+
+
 # ----------------------------------------------------------------------------------------- environment
 
 def load_average() -> Optional[list[float]]:

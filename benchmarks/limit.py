@@ -10,6 +10,13 @@ GFLOP/s and as a fraction of the matmul's.
 
     python benchmarks/limit.py             # batch 64, 128 steps, embed 64, hidden 256 and 512
     python benchmarks/limit.py --quick     # small shapes, seconds
+    python benchmarks/limit.py --profile   # and where rnnkit's training step spends its time
+
+``--profile``: one call of rnnkit's training step at each shape under ``torch.profiler``, its ops'
+self CPU time grouped into matmul (oneDNN's LSTM layers count whole: their gate arithmetic runs
+inside them), elementwise, copies, optimizer and other, with the top ops; and the profiled matmul
+time over the limit's time for the step's products (``matmul_over_limit``): above 1 where the
+products themselves run below the limit, while the other groups' share is time spent outside them.
 
 FLOPs counted: per layer and step ``2 * B * (I + H) * 4H`` for the gate products forward, and twice
 that backward (input and weight gradients); elementwise gate work is not counted, so the fraction
@@ -21,14 +28,14 @@ import torch
 
 from rnnkit.nn import Recurrent
 from rnnkit.nn.onednn import onednn_linear_op
-from _common import median_times, parser, write_report
+from _common import median_times, op_breakdown, parser, show_breakdown, write_report
 
 
 def _median_seconds(fn, rounds: int) -> float:
     return median_times({"fn": fn}, rounds)["fn"]
 
 
-def run(batch: int, seq: int, embed: int, hidden: int, layers: int, rounds: int) -> dict:
+def run(batch: int, seq: int, embed: int, hidden: int, layers: int, rounds: int, profile: bool = False) -> dict:
     torch.manual_seed(0)
     # the matmul limit at the recurrence's own shape, repeated as often as one step of training needs it
     a, w = torch.randn(batch, embed + hidden), torch.randn(embed + hidden, 4 * hidden)
@@ -76,26 +83,35 @@ def run(batch: int, seq: int, embed: int, hidden: int, layers: int, rounds: int)
             out.sum().backward()
         return go
 
+    step_s = {}
     for name, module in (("rnnkit Recurrent (fused)", ours), ("torch.nn.LSTM", theirs)):
-        s = _median_seconds(step(module), rounds)
+        s = step_s[name] = _median_seconds(step(module), rounds)
         results[name] = {"gflop_s": round(train_flops / s / 1e9, 1),
                          "fraction_of_matmul": round(train_flops / s / (mm_flops / mm_s), 3)}
+    extra = {}
+    if profile:
+        limit_s = 3 * mm_s  # the step's products (forward, and backward twice) at the limit
+        b = op_breakdown(step(ours), timed_s=step_s["rnnkit Recurrent (fused)"])
+        extra["profile"] = {**b, "limit_s": limit_s, "matmul_over_limit": round(b["groups_s"]["matmul"] / limit_s, 3)}
     return {"shape": dict(batch=batch, seq_len=seq, embed=embed, hidden=hidden, layers=layers),
             "matmul_gflop_s": round(mm_flops / mm_s / 1e9, 1),
             "matmul_per_step_gflop_s": round(mm_flops / per_step_s / 1e9, 1),
             "matmul_all_steps_gflop_s": round(mm_flops / all_steps_s / 1e9, 1),
             "matmul_gflop_s_each": {k: round(mm_flops / v / 1e9, 1) for k, v in matmul_s.items()},
-            "training_step": results, "rounds": rounds}
+            "training_step": results, "rounds": rounds, **extra}
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    ap = parser(__doc__)
+    ap.add_argument("--profile", action="store_true",
+                    help="also profile rnnkit's training step: self CPU time by op group (torch.profiler)")
+    args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
         shapes = [dict(batch=32, seq=32, embed=32, hidden=128, layers=2, rounds=3)]
     else:
         shapes = [dict(batch=64, seq=128, embed=64, hidden=h, layers=2, rounds=5) for h in (256, 512)]
-    results = [run(**s) for s in shapes]
+    results = [run(**s, profile=args.profile) for s in shapes]
     out = write_report("limit", args, results=results)
     for r in results:
         s = r["shape"]
@@ -104,6 +120,12 @@ def main() -> None:
               + ", ".join(f"{k} {v}" for k, v in r["matmul_gflop_s_each"].items()))
         for name, v in r["training_step"].items():
             print(f"  {name:28} {v['gflop_s']:>7} GFLOP/s  {v['fraction_of_matmul']:.2f} of the matmul")
+        if "profile" in r:
+            p = r["profile"]
+            print(f"  rnnkit's step, torch.profiler: {p['timed_s'] * 1e3:.1f} ms timed, the products at the limit "
+                  f"{p['limit_s'] * 1e3:.1f} ms; profiled matmul {p['groups_s']['matmul'] * 1e3:.1f} ms "
+                  f"({p['matmul_over_limit']:.2f} of the limit's)")
+            print("\n".join(show_breakdown(p, indent="    ")))
     print(f"written to {out}")
 
 

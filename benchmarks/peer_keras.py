@@ -30,7 +30,7 @@ Tokens/s counts input tokens (LM, classifier, tagger) or decoder steps (seq2seq)
 
 Targets: rnnkit >= 1.5x Keras on every row, >= 2x on the rows of hidden 512.
 
-TensorFlow and Keras 3 are an optional dependency of this script only
+TensorFlow and Keras 3 are an optional dependency of this script and peer_profile.py only
 (``pip install -e '.[peer]'``, best in a separate venv: see benchmarks/README.md);
 without them it prints why and exits 0. TensorFlow gets ``--threads`` intra-op and
 inter-op threads, torch ``--threads`` threads.
@@ -174,34 +174,41 @@ def rnnkit_model(row: Row) -> nn.Module:
 
 
 def keras_model(keras, row: Row):
-    """The Keras functional model of the same layers and shapes (Keras' default initialisers)."""
+    """The Keras functional model of the same layers and shapes (Keras' default initialisers).
+
+    Layers are named so that ``peer_profile.py`` can time parts of the model alone: ``embedding``,
+    ``recurrent_0`` ... and ``output`` (LM); ``source_embedding``, ``target_embedding``, ``encoder``,
+    ``decoder``, ``keys``, ``attention``, ``combine`` and ``output`` (seq2seq).
+    """
     L = keras.layers
     cell = {"lstm": L.LSTM, "gru": L.GRU}[row.cell]  # GRU: reset_after=True, torch's equations and biases
     if row.kind == "lm":
         x = keras.Input(batch_shape=(row.batch, row.seq), dtype="int32")  # stateful layers need a fixed batch
-        h = L.Embedding(row.vocab, row.embed)(x)
-        for _ in range(row.layers):
-            h = cell(row.hidden, return_sequences=True, stateful=True)(h)
-        return keras.Model(x, L.Dense(row.vocab)(h))
+        h = L.Embedding(row.vocab, row.embed, name="embedding")(x)
+        for i in range(row.layers):
+            h = cell(row.hidden, return_sequences=True, stateful=True, name=f"recurrent_{i}")(h)
+        return keras.Model(x, L.Dense(row.vocab, name="output")(h))
     if row.kind in ("classifier", "tagger"):
         x = keras.Input(shape=(row.seq,), dtype="int32")
         h = L.Embedding(row.vocab, row.embed)(x)
         for i in range(row.layers):
             sequences = row.kind == "tagger" or i < row.layers - 1  # the classifier's top layer: final states
             h = L.Bidirectional(cell(row.hidden, return_sequences=sequences))(h)
-        return keras.Model(x, L.Dense(row.labels)(h))
+        return keras.Model(x, L.Dense(row.labels, name="output")(h))
     src_len, tgt_len = row.seq
     H = row.hidden
     src = keras.Input(shape=(src_len,), dtype="int32")
     tgt = keras.Input(shape=(tgt_len,), dtype="int32")
-    memory, h_fwd, h_bwd = L.Bidirectional(cell(H // 2, return_sequences=True, return_state=True))(
-        L.Embedding(row.vocab, row.embed)(src))  # (B, S, H), (B, H/2), (B, H/2)
+    memory, h_fwd, h_bwd = L.Bidirectional(cell(H // 2, return_sequences=True, return_state=True), name="encoder")(
+        L.Embedding(row.vocab, row.embed, name="source_embedding")(src))  # (B, S, H), (B, H/2), (B, H/2)
     start = L.Concatenate()([h_fwd, h_bwd])  # (B, H): the copy bridge
-    dec = cell(H, return_sequences=True)(L.Embedding(row.vocab, row.embed)(tgt), initial_state=[start])  # (B, T, H)
-    keys = L.Dense(H, use_bias=False)(memory)  # W m_s, once per source
-    context = L.Attention(use_scale=False, score_mode="dot")([dec, memory, keys])  # query, value, key
-    feat = L.Dense(H, activation="tanh", use_bias=False)(L.Concatenate()([context, dec]))  # tanh(W_c [c; h])
-    return keras.Model([src, tgt], L.Dense(row.vocab)(feat))
+    dec = cell(H, return_sequences=True, name="decoder")(
+        L.Embedding(row.vocab, row.embed, name="target_embedding")(tgt), initial_state=[start])  # (B, T, H)
+    keys = L.Dense(H, use_bias=False, name="keys")(memory)  # W m_s, once per source
+    context = L.Attention(use_scale=False, score_mode="dot", name="attention")([dec, memory, keys])  # q, v, k
+    feat = L.Dense(H, activation="tanh", use_bias=False, name="combine")(
+        L.Concatenate()([context, dec]))  # tanh(W_c [c; h])
+    return keras.Model([src, tgt], L.Dense(row.vocab, name="output")(feat))
 
 
 def parameter_counts(torch_model: nn.Module, keras_model_) -> dict[str, Any]:
@@ -285,20 +292,21 @@ def run_row(tf, keras, row: Row, steps: int, rounds: int) -> dict[str, Any]:
 # ------------------------------------------------------------------ setup
 
 
-def import_tensorflow(threads: int) -> Optional[tuple[Any, Any]]:
-    """``(tensorflow, keras)`` set to ``threads`` intra- and inter-op threads; None (and why) when unavailable."""
+def import_tensorflow(threads: int, prefix: str = "peer_keras: skipped") -> Optional[tuple[Any, Any]]:
+    """``(tensorflow, keras)`` set to ``threads`` intra- and inter-op threads; None when unavailable,
+    after printing why (after ``prefix``)."""
     os.environ["KERAS_BACKEND"] = "tensorflow"  # before keras is imported: this compares the TF backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up notices
     try:
         import tensorflow as tf
         import keras
     except ImportError as e:
-        print(f"peer_keras: skipped: TensorFlow and Keras 3 are not installed here ({e}).\n"
-              "They are an optional dependency of this benchmark only: pip install -e '.[peer]', "
+        print(f"{prefix}: TensorFlow and Keras 3 are not installed here ({e}).\n"
+              "They are an optional dependency of the Keras comparisons only: pip install -e '.[peer]', "
               "preferably in a separate venv (see benchmarks/README.md).")
         return None
     if int(keras.__version__.split(".")[0]) < 3:
-        print(f"peer_keras: skipped: Keras {keras.__version__} is installed; this benchmark needs Keras 3 "
+        print(f"{prefix}: Keras {keras.__version__} is installed; this benchmark needs Keras 3 "
               "(pip install 'keras>=3').")
         return None
     tf.config.threading.set_intra_op_parallelism_threads(threads)
