@@ -161,6 +161,9 @@ class Scan(torch.autograd.Function):
             d_hns, d_rs, d_zs, d_ns = (b.unbind(0) for b in grads.split(H, 2))  # 4 x T x (B, H)
             d_hiddens, ns_ = grads[..., : 3 * H].unbind(0), ns.unbind(0)
             direct, dz, dn = (out.new_empty(B, H) for _ in range(3))
+            # the hidden matmul's input, contiguous: a step's block of `grads` is strided (4H a row),
+            # and the matmul would otherwise copy it into fresh memory every step
+            d_hidden_t = out.new_empty(B, 3 * H)
             zero = out.new_zeros(())
             for i in range(T - 1, -1, -1):
                 t = order[i]
@@ -180,7 +183,7 @@ class Scan(torch.autograd.Function):
                     direct.add_(dh).sub_(dhk)
                 # d h_prev = direct + [d hn | d x_r | d x_z] W_hh[n, r, z] (+ the output's own gradient there)
                 into = direct if i == 0 else torch.add(d_outs[order[i - 1]], direct)
-                dh = _linear(d_hiddens[t], w_nrz_t, add=into)
+                dh = _linear(d_hidden_t.copy_(d_hiddens[t]), w_nrz_t, add=into)
             d_hidden = grads[..., : 3 * H]  # (T, B, 3H): d (W_hh h + b_hh), gates n, r, z
             d_proj = grads[..., H:]  # (T, B, 3H): d (W_ih x + b_ih), gates r, z, n
         else:
