@@ -78,7 +78,6 @@ class StepWeights:
         # constants as tensors: a Python number costs a conversion in every operation that takes it
         self.one, self.minus_two = (torch.tensor(v, dtype=like.dtype, device=like.device) for v in (1.0, -2.0))
         self._table: Optional[tuple[Optional[list], Tensor]] = None  # (embedding's key, table)
-        self._halves: dict[int, Tensor] = {}  # layer -> wx in two halves of columns, made when first used
         wx, wh, bx, base = [], [], [], []
         with torch.no_grad():
             for w_ih, w_hh, b_ih, b_hh in layers:
@@ -95,6 +94,8 @@ class StepWeights:
                     bx.append(None)
                     base.append((b_ih + b_hh) * scale)
             self.wx, self.bx = wx, bx
+            # wx's two halves of columns as a batch (views: the product reads them in place, row stride G*H)
+            self.halves = [w.view(w.shape[0], 2, -1).transpose(0, 1) if w.shape[1] % 2 == 0 else None for w in wx]
             self.wh = torch.stack(wh)  # (L, H, G*H)
             self.base = torch.stack(base).unsqueeze(1)  # (L, 1, G*H)
 
@@ -126,13 +127,10 @@ class StepWeights:
         is a bias ``(G*H,)``.  With ``split``, one row is computed as two halves of columns in one batched
         product, which a second thread may compute beside the first (the same numbers, bit for bit:
         each half is the same one-row product)."""
-        wx = self.wx[layer]
-        N = wx.shape[1]
-        if not split or x.shape[0] != 1 or N % 2 or wx.numel() < SPLIT_MIN_ENTRIES:
+        wx, halves = self.wx[layer], self.halves[layer]
+        if not split or x.shape[0] != 1 or halves is None or wx.numel() < SPLIT_MIN_ENTRIES:
             return base.addmm_(x, wx) if base.dim() == 2 else torch.addmm(base, x, wx)
-        halves = self._halves.get(layer)
-        if halves is None:
-            halves = self._halves[layer] = torch.stack([wx[:, : N // 2], wx[:, N // 2:]]).contiguous()
+        N = wx.shape[1]
         return torch.baddbmm(base.view(2, 1, N // 2), x.expand(2, 1, -1), halves).view(1, N)
 
 
