@@ -240,3 +240,43 @@ def test_generate_zero_length_and_bad_inputs():
         generate(SuccessorStep(4), None, prime, -1)
     with pytest.raises(ValueError, match="step must return"):
         generate(lambda tok, s: (torch.zeros(3, 4), s), None, prime, 2)
+
+
+# ---- the draw is torch.multinomial's ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, None, None), (0.7, 5, None), (1.3, None, 0.8)])
+def test_sample_draws_what_multinomial_draws(temperature, top_k, top_p):
+    logits = torch.randn(6, 40, generator=torch.Generator().manual_seed(0)) * 3
+    ours, theirs = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
+    for _ in range(50):
+        got = sample(logits, ours, temperature, top_k, top_p)
+        assert torch.equal(got, torch.multinomial(probs, 1, generator=theirs)[:, 0])
+    assert torch.equal(ours.get_state(), theirs.get_state())  # and used the same random numbers
+
+
+def test_generate_samples_what_multinomial_draws_step_by_step():
+    V, step = 9, RandomStep(9)
+    prime = torch.randint(0, V, (4, 3), generator=torch.Generator().manual_seed(0))
+    got = generate(step, None, prime, 30, generator=torch.Generator().manual_seed(5))
+    g, token, want = torch.Generator().manual_seed(5), prime[:, -1:], []
+    for _ in range(30):
+        token = torch.multinomial(step(token, None)[0][:, -1].softmax(-1), 1, generator=g)  # (B, 1)
+        want.append(token)
+    assert torch.equal(got, torch.cat(want, 1))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_sampling_invalid_logits_raises_as_multinomial_does(bad):
+    logits = torch.zeros(2, 5)
+    logits[1, 3] = bad
+    with pytest.raises(RuntimeError, match="probability tensor contains"):
+        sample(logits)
+
+    def step(tokens, state):
+        out = torch.zeros(tokens.shape[0], tokens.shape[1], 5)
+        out[1, :, 3] = bad
+        return out, state
+
+    with pytest.raises(RuntimeError, match="probability tensor contains"):
+        generate(step, None, torch.zeros(2, 1, dtype=torch.long), 4)

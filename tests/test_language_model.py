@@ -111,3 +111,77 @@ def test_registry_and_config_errors():
         build_model("language_model", {"vocab_size": 5, "bogus": 1})
     with pytest.raises(ValueError, match="tie-weights"):
         _model(tie_weights=True, embedding_size=5)
+
+
+# ---- sampling equals a loop stepping torch.nn.LSTM ---------------------------------------------------------
+
+class _TorchLSTMLoop(torch.nn.Module):
+    """What a user writes by hand: torch's embedding, LSTM and linear on the model's weights, one token per
+    call, softmax and torch.multinomial (or the argmax)."""
+
+    def __init__(self, m: LanguageModel) -> None:
+        super().__init__()
+        c = m.config
+        self.emb = torch.nn.Embedding(c.vocab_size, c.embedding_size)
+        self.rnn = torch.nn.LSTM(c.embedding_size, c.hidden_size, c.num_layers, batch_first=True)
+        self.out = torch.nn.Linear(c.hidden_size, c.vocab_size)
+        self.emb.load_state_dict(m.embedding.state_dict())
+        self.rnn.load_state_dict(m.rnn.state_dict())
+        self.out.load_state_dict(m.out.state_dict())
+
+    @torch.inference_mode()
+    def sample(self, prime, length, generator=None, greedy=False):
+        y, hx = self.rnn(self.emb(prime))
+        logits, out = self.out(y[:, -1]), []
+        for _ in range(length):
+            if greedy:
+                token = logits.argmax(-1, keepdim=True)
+            else:
+                token = torch.multinomial(logits.float().softmax(-1), 1, generator=generator)  # (B, 1)
+            out.append(token)
+            y, hx = self.rnn(self.emb(token), hx)
+            logits = self.out(y[:, -1])
+        return torch.cat(out, 1)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_generate_draws_the_text_of_a_torch_lstm_loop(batch, n_threads, monkeypatch):
+    import rnnkit.nn.fused_step as fused_step
+
+    monkeypatch.setattr(fused_step, "SPLIT_MIN_ENTRIES", 0)  # two threads: the halved products too
+    before = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        torch.manual_seed(0)
+        m = LanguageModel(LanguageModelConfig(vocab_size=65, hidden_size=48, num_layers=2, embedding_size=16)).eval()
+        theirs = _TorchLSTMLoop(m).eval()
+        prime = torch.randint(0, 65, (batch, 8))
+        for seed in (1, 2):
+            ours = generate(m.step, None, prime, 120, generator=torch.Generator().manual_seed(seed))
+            assert torch.equal(ours, theirs.sample(prime, 120, torch.Generator().manual_seed(seed)))
+        assert torch.equal(generate(m.step, None, prime, 60, greedy=True), theirs.sample(prime, 60, greedy=True))
+        assert m.rnn.__dict__.get("_step_cache") is not None  # the fused step ran
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_step_after_training_uses_the_new_weights():
+    m = _model(cell="lstm", embedding_size=8, num_layers=2)
+    x = torch.randint(0, 7, (2, 5))
+    m.eval()
+    with torch.no_grad():
+        m.step(x[:, :1], None)  # lays out the weights for the fused step
+    m.train()
+    opt = torch.optim.Adam(m.parameters(), lr=0.05)
+    logits, _ = m(x)
+    torch.nn.functional.cross_entropy(logits.reshape(-1, 7), x.roll(-1, 1).reshape(-1)).backward()
+    opt.step()
+    m.eval()
+    full, _ = m(x)
+    state, steps = None, []
+    with torch.no_grad():
+        for t in range(5):
+            logits, state = m.step(x[:, t:t + 1], state)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-6, rtol=0)

@@ -282,3 +282,192 @@ def test_outputs_only_padded_path_matches_torch(mode, bidirectional, layers):
     x2 = x.detach().clone()
     x2[1, 3:] = 1e3  # pad values change nothing
     assert torch.allclose(ours(x2, lens, None, need_state=False)[0], out, atol=1e-5)
+
+
+# ---- one time step in few operations (Recurrent.step, rnnkit.nn.fused_step) --------------------------------
+
+def _step_through(r: Recurrent, x: torch.Tensor, state=None):
+    """Every output ``(B, T, H)`` and the final state of ``Recurrent.step`` called once per time step."""
+    outs = []
+    for x_t in x.unbind(1):
+        h, state = r.step(x_t, state)
+        outs.append(h)
+    return torch.stack(outs, 1), state
+
+
+def _reference(r: Recurrent, x: torch.Tensor, state=None):
+    """The cell equations on the same parameters (backend "reference": never the fused step)."""
+    backend, r.backend = r.backend, "reference"
+    try:
+        return r(x, state=state)
+    finally:
+        r.backend = backend
+
+
+def _assert_same_run(got, want, atol=1e-6):
+    (out, st), (out_ref, st_ref) = got, want
+    torch.testing.assert_close(out, out_ref, atol=atol, rtol=0)
+    for a, b in zip(st, st_ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, atol=atol, rtol=0)
+
+
+@pytest.fixture
+def threads():
+    """Run with the thread count the test asks for, then restore it."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_step_equals_the_cell_equations(mode, bias, batch, n_threads, threads, monkeypatch):
+    import rnnkit.nn.fused_step as fused_step
+
+    monkeypatch.setattr(fused_step, "SPLIT_MIN_ENTRIES", 0)  # two threads: the halved products too
+    threads(n_threads)
+    torch.manual_seed(0)
+    H = 6  # even: every input product splits in two halves at two threads
+    r = Recurrent(mode, I, H, num_layers=3, bias=bias).eval()  # I != H: the first layer differs
+    x = torch.randn(batch, T, I)
+    s0 = State(torch.randn(3, batch, H), torch.randn(3, batch, H) if mode == "lstm" else None)
+    with torch.inference_mode():
+        for state in (None, s0):
+            _assert_same_run(_step_through(r, x, state), _reference(r, x, state))
+            out, st = r(x[:, :1], state=state)  # forward on one step takes the same path
+            _assert_same_run((out, st), _reference(r, x[:, :1], state))
+    assert r.__dict__.get("_step_cache") is not None  # the fused step ran, not forward's loop
+
+
+def test_fused_step_halves_give_the_numbers_of_one_product(threads, monkeypatch):
+    import rnnkit.nn.fused_step as fused_step
+
+    monkeypatch.setattr(fused_step, "SPLIT_MIN_ENTRIES", 0)
+    batched, products = [], torch.baddbmm
+    monkeypatch.setattr(torch, "baddbmm", lambda *a: batched.append(a[2].shape[0]) or products(*a))
+    torch.manual_seed(0)
+    r = Recurrent("lstm", 16, 32, num_layers=3).eval()
+    x = torch.randn(1, 6, 16)
+    runs = []
+    for n in (1, 2):  # one thread: whole products; two: each input product in two halves of columns
+        threads(n)
+        with torch.no_grad():
+            runs.append(_step_through(r, x))
+    assert batched == [3] * 6 + [3, 2, 2, 2] * 6  # the 3 layers' hidden products; then the input products too
+    (out1, st1), (out2, st2) = runs
+    assert torch.equal(out1, out2) and torch.equal(st1.h, st2.h) and torch.equal(st1.c, st2.c)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_fused_step_follows_every_change_of_the_weights(mode):
+    torch.manual_seed(0)
+    r = Recurrent(mode, I, H, num_layers=2)
+    x = torch.randn(2, 4, I)
+
+    def check():
+        r.eval()
+        with torch.no_grad():
+            _assert_same_run(_step_through(r, x), _reference(r, x))
+
+    check()
+    # an optimizer step, trained through forward on one time step: the training path, with gradients
+    r.train()
+    opt = torch.optim.SGD(r.parameters(), lr=0.5)
+    s0 = State(torch.randn(2, 2, H), torch.randn(2, 2, H) if mode == "lstm" else None)  # W_hh gets a gradient
+    out, st = r(x[:, :1], state=s0)
+    out_ref, _ = _reference(r, x[:, :1], s0)
+    torch.testing.assert_close(out, out_ref)
+    (out.square().sum() + st.h.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in r.parameters())
+    opt.step()
+    with torch.no_grad():  # in train mode without dropout the fused step runs, on the new weights
+        _assert_same_run(_step_through(r, x), _reference(r, x))
+    check()
+    # load_state_dict copies into the same tensors
+    other = Recurrent(mode, I, H, num_layers=2)
+    r.load_state_dict(other.state_dict())
+    check()
+    # an in-place change under no_grad, without a train/eval switch
+    with torch.no_grad():
+        r.weight_hh_l1.mul_(-1.5)
+    with torch.no_grad():
+        _assert_same_run(_step_through(r, x), _reference(r, x))
+    # a parameter's data replaced (no version counter moves)
+    r.weight_ih_l0.data = torch.randn_like(r.weight_ih_l0)
+    with torch.no_grad():
+        _assert_same_run(_step_through(r, x), _reference(r, x))
+
+
+def test_fused_step_is_inference_only():
+    torch.manual_seed(0)
+    r = Recurrent("lstm", I, H, num_layers=2, dropout=0.5)
+    x = torch.randn(2, 1, I)
+    with torch.no_grad():
+        assert not r.fuses_step(2, x)  # training with dropout to draw between layers
+        r.eval()
+        assert r.fuses_step(2, x)
+        assert not r.fuses_step(64, x)  # a large batch goes to the sequence kernel
+        r.backend = "reference"
+        assert not r.fuses_step(2, x)
+        r.backend = "fused"
+    assert not r.fuses_step(2, x)  # gradients wanted
+    assert not Recurrent("lstm", I, H, bidirectional=True).eval().fuses_step(2, x)
+    assert not Recurrent("mingru", I, H).eval().fuses_step(2, x)
+
+    class OwnForward(Recurrent):
+        def forward(self, x, lengths=None, state=None, need_state=True):
+            return super().forward(x, lengths, state, need_state)
+
+    with torch.no_grad():
+        assert not OwnForward("lstm", I, H).eval().fuses_step(2, x)
+
+
+def test_fused_step_cache_stays_out_of_state_dicts_and_copies():
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    r = Recurrent("gru", I, H, num_layers=2).eval()
+    x = torch.randn(2, 3, I)
+    with torch.no_grad():
+        want = _step_through(r, x)
+    assert "_step_cache" in r.__dict__
+    assert set(r.state_dict()) == {n for names in r._weight_names for n in names}
+    for twin in (copy.deepcopy(r), pickle.loads(pickle.dumps(r))):
+        assert "_step_cache" not in twin.__dict__
+        with torch.no_grad():
+            _assert_same_run(_step_through(twin, x), want, atol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_token_step_reads_a_table_and_follows_the_embedding(mode):
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    V = 11
+    r = Recurrent(mode, I, H, num_layers=2).eval()
+    emb = torch.nn.Parameter(torch.randn(V, I))
+    tokens = torch.randint(0, V, (3, 5))
+
+    def check():
+        state = None
+        outs = []
+        with torch.no_grad():
+            for t in tokens.unbind(1):
+                h, state = r.token_step(t, emb, state)
+                outs.append(h)
+            _assert_same_run((torch.stack(outs, 1), state), _reference(r, F.embedding(tokens, emb)))
+
+    check()
+    assert r._step_cache._table is not None  # the token rows came from the table
+    with torch.no_grad():
+        emb.mul_(2.0)  # a changed embedding: a new table
+    check()
+    one_hot = Recurrent(mode, V, H, num_layers=2).eval()  # embedding None: one-hot inputs
+    with torch.no_grad():
+        h, st = one_hot.token_step(tokens[:, 0], None)
+        _assert_same_run((h.unsqueeze(1), st), _reference(one_hot, F.one_hot(tokens[:, :1], V).float()))

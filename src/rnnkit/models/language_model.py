@@ -21,7 +21,6 @@ from rnnkit.nn import CELL_NAMES, Dropout, Recurrent, State
 from rnnkit.nn.recurrent import BACKENDS
 from rnnkit.options import opt, validate
 from rnnkit.nn.onednn import Linear
-from rnnkit.options import opt
 
 
 @dataclass
@@ -119,7 +118,13 @@ class LanguageModel(nn.Module):
     def step(self, tokens: Tensor, state: Optional[State], labels: Optional[Tensor] = None) -> tuple[Tensor, State]:
         """Decoding step protocol: ``tokens (B, t)`` -> ``(logits (B, t, V), state)``.
 
-        A single token steps the cells directly: on CPU that is ~10x faster than
-        calling the sequence kernel for one step, with identical numbers.
+        A single token of an unconditioned model in eval mode goes through ``Recurrent.token_step``:
+        on CPU at small batches (see ``Recurrent.fuses_step``) the first layer's input product of each
+        token id is computed once and the stack steps in a few operations (``rnnkit.nn.fused_step``),
+        equal to ``forward`` to float rounding.  Anything else runs ``forward``.
         """
+        if tokens.dim() == 2 and tokens.shape[1] == 1 and self.label_embedding is None and not self.training:
+            emb = None if self.embedding is None else self.embedding.weight
+            h, state = self.rnn.token_step(tokens[:, 0], emb, state)  # (B, H)
+            return self.out(h).unsqueeze(1), state  # (B, 1, V)
         return self(tokens, state, labels=labels)

@@ -244,6 +244,8 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
     def _fast(self, x: Tensor) -> bool:
+        if x.numel() * self.out_features < ONEDNN_MIN_MACS:  # first: a small product (one step) asks nothing else
+            return False
         if x.dim() == 0 or x.dtype != self.weight.dtype or torch.is_autocast_enabled(x.device.type):
             return False
         if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():

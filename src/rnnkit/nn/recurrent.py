@@ -27,6 +27,10 @@ table, ``rnnkit.nn.table``) are one ``SequenceCell`` module per layer and direct
 mLSTM, sLSTM's tight loop) and ``backend="reference"`` its step from the paper's
 equations; a single time step always steps the cells.  Lengths, directions, dropout
 between layers and the returned ``State`` work as for the others.
+
+One time step of an RNN / LSTM / GRU stack in inference on CPU (sampling, decoding) runs
+``rnnkit.nn.fused_step`` instead (``Recurrent.step``, ``Recurrent.token_step``, and
+``forward`` on a one-step sequence; see ``Recurrent.fuses_step``).
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import rnnkit.nn.dropout as dropout_impl
+import rnnkit.nn.fused_step as fused_step
 from rnnkit.nn.cells import GATES, RECUR, RecurFn, input_projection
 from rnnkit.nn.scan import SCAN_MODES, scan_layer
 from rnnkit.nn.state import State
@@ -217,6 +222,91 @@ class Recurrent(nn.Module):
                 gates.update({"reset gate": r, "update gate": z})
         return new
 
+    # ------------------------------------------------------ one step, fused
+
+    def step(self, x: Tensor, state: Optional[State] = None) -> tuple[Tensor, State]:
+        """One time step: ``x`` ``(B, I)`` -> the top layer's output ``(B, D*H)`` and the new ``State``.
+
+        ``forward`` on a one-step sequence; where ``fuses_step`` holds, in the few operations of
+        ``rnnkit.nn.fused_step`` (on weights laid out once and kept until they change).
+        """
+        if x.dim() == 2 and x.shape[1] == self.input_size and self._fused_state_ok(state, x.shape[0]) \
+                and self.fuses_step(x.shape[0], x):
+            return fused_step.step(self._step_weights(), x, self._fused_state(state, x.shape[0], x))
+        out, state = self(x.unsqueeze(1), state=state)  # (B, 1, D*H)
+        return out[:, 0], state
+
+    def token_step(self, tokens: Tensor, embedding: Optional[Tensor],
+                   state: Optional[State] = None) -> tuple[Tensor, State]:
+        """``step`` on token ids ``tokens`` ``(B,)`` whose inputs are rows of ``embedding`` ``(V, I)``, or one-hot
+        vectors when ``embedding`` is None.
+
+        Where it fuses, the first layer's input product and bias of every id are computed once and
+        kept while the weights stay (``StepWeights.table``, for a small vocabulary): a step reads one
+        row of it instead.
+        """
+        B = tokens.shape[0] if tokens.dim() == 1 else -1
+        like = self._parameters.get("weight_ih_l0")
+        if (like is not None and B >= 0 and (embedding is None or embedding.shape[-1] == self.input_size)
+                and self._fused_state_ok(state, B) and self.fuses_step(B, like)):
+            weights = self._step_weights()
+            table = weights.table(embedding, self.input_size if embedding is None else embedding.shape[0])
+            if table is not None:
+                return fused_step.step(weights, None, self._fused_state(state, B, like), table.index_select(1, tokens))
+        if embedding is None:
+            x = F.one_hot(tokens, self.input_size).to(self._dtype())
+        else:
+            x = F.embedding(tokens, embedding)
+        return self.step(x, state)
+
+    def fuses_step(self, batch_size: int, like: Tensor) -> bool:
+        """Whether one time step of ``batch_size`` rows of ``like``'s dtype and device runs
+        ``rnnkit.nn.fused_step``: the ``fused`` backend without gradients and with no dropout to draw,
+        on CPU up to ``CELL_STEP_MAX_BATCH`` rows, in float32 or float64, for a unidirectional RNN, LSTM
+        or GRU stack that runs this class's ``forward`` (a subclass with its own keeps it).  The
+        ``reference`` backend keeps the cell equations, which the fused step is checked against.
+        """
+        w = self._parameters.get("weight_ih_l0")
+        return (
+            w is not None and batch_size <= CELL_STEP_MAX_BATCH and not torch.is_grad_enabled()
+            and self._backend == "fused" and self.num_directions == 1 and like.dtype == w.dtype
+            and like.dtype in (torch.float32, torch.float64) and like.device.type == "cpu"
+            and not (self.training and self.dropout > 0) and type(self).forward is Recurrent.forward
+            and not torch.is_autocast_enabled("cpu")
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
+        )
+
+    def _fused_state_ok(self, state: Optional[State], batch_size: int) -> bool:
+        """A state the fused step reads as it is: None, or ``State(h, c)`` of ``(L, B, H)`` (``c`` None but
+        for an LSTM); anything else goes to ``forward``, which says what is wrong with it."""
+        if state is None:
+            return True
+        want = (self.num_layers, batch_size, self.hidden_size)
+        return (type(state) is State and len(state) == 2 and state[0].shape == want
+                and (state[1] is None if self.mode != "lstm" else state[1].shape == want))
+
+    def _fused_state(self, state: Optional[State], batch_size: int, like: Tensor) -> State:
+        return self.zero_state(batch_size, like) if state is None else state
+
+    def _step_weights(self) -> fused_step.StepWeights:
+        """The layout ``fused_step`` runs on, made again whenever a parameter has changed."""
+        params = self._parameters
+        key = fused_step.weights_key([params[n] for names in self._weight_names for n in names])
+        cache = self.__dict__.get("_step_cache")
+        if cache is None or cache.key != key:
+            layers = [self._layer_weights(layer, 0) for layer in range(self.num_layers)]
+            cache = self._step_cache = fused_step.StepWeights(self.mode, self.hidden_size, layers, key)
+        return cache
+
+    def train(self, mode: bool = True):
+        self.__dict__.pop("_step_cache", None)  # also drops what a change through ``.data`` left unseen
+        return super().train(mode)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_step_cache", None)  # derived from the parameters: not saved, not copied
+        return state
+
     # --------------------------------------------------------------- forward
 
     def forward(
@@ -237,6 +327,9 @@ class Recurrent(nn.Module):
             lengths = None  # no pads: both backends take their exact, fastest path
         if state is None:
             state = self.zero_state(B, x)  # (L*D, B, K_i) each
+        if T == 1 and lengths is None and self.fuses_step(B, x):
+            h, final = fused_step.step(self._step_weights(), x[:, 0], state)  # (B, H)
+            return h.unsqueeze(1), (final if need_state else None)
         if self.spec.sequence_cell:
             out, final = self._forward_cells(x, lengths, state)
             return out, (final if need_state else None)
@@ -262,8 +355,9 @@ class Recurrent(nn.Module):
         ``torch.nn.GRU/RNN``'s kernel at batch 64, hidden 256-512).
         ``direct``: the kernel on the whole batch (no pads).  ``groups``: one kernel
         call per distinct length (bucketed batches).  ``reference``: the masked cell
-        loop — on CPU for a single step (3-7x faster than the sequence kernel,
-        measured) and for batches of many lengths (packing measured slower).
+        loop — on CPU for a single step that ``fused_step`` does not take (training;
+        3-7x faster than the sequence kernel, measured) and for batches of many
+        lengths (packing measured slower).
         ``packed``: many lengths on GPU.
         """
         if self._scan_is_faster(x):

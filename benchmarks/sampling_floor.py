@@ -1,0 +1,142 @@
+"""Sampling at batch 1: what a token costs, against the floor of its arithmetic.
+
+    python benchmarks/sampling_floor.py            # 2-layer LSTM 512, embedding 64, vocabulary 65, 200 tokens
+    python benchmarks/sampling_floor.py --quick    # small shapes, seconds
+
+Three contestants, interleaved round by round in one process, medians per token:
+
+* rnnkit: ``rnnkit.decoding.generate(lm.step, ...)`` on a ``LanguageModel``;
+* baseline: ``torch.nn.LSTM`` with the same weights stepped one token at a time, softmax,
+  ``torch.multinomial`` (``generation.py``'s ``BareLM``); both draw the same text (checked);
+* floor: only the matrix-vector products of a step on the same weights, in a tight loop:
+  per layer ``[W_ih W_hh] [x; h] + b_ih + b_hh``, then the output layer, three ways
+  (``FLOORS``): ``torch.addmv`` on the weights as stored; ``torch.addmm`` on them transposed
+  and contiguous (the layout ``rnnkit.nn.fused_step`` keeps); and each product as two column
+  halves in one ``torch.baddbmm``, which two threads can share (MKL runs a one-row product on
+  one thread).  Each is also timed alone at 1 and at 2 threads.
+
+One run of rnnkit and of the baseline is profiled (``torch.profiler``): the operations per
+token called from Python (and all, counting those they call), and each operation's count
+and self CPU time per token, the largest first.
+
+Writes benchmarks/results/sampling_floor[-quick].json and prints a summary.
+"""
+from __future__ import annotations
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from rnnkit.decoding import generate
+from rnnkit.models import LanguageModel, LanguageModelConfig
+from _common import median_times, parser, write_report
+from generation import VOCAB, BareLM
+
+TOP_OPS = 12  # operations listed per contestant
+
+
+FLOORS = {  # layout -> what the floor loop runs per product
+    "addmv": "torch.addmv(b, W, x) on W = [W_ih W_hh] as stored",
+    "transposed": "torch.addmm(b, x, W^T) with W^T contiguous",
+    "halves": "torch.baddbmm over two column halves of W^T: two threads can share each product",
+}
+
+
+def floor_loop(lm: LanguageModel, length: int, layout: str):
+    """``length`` steps of the bare products of ``lm``'s stack and output layer (inputs held fixed), laid out
+    as ``FLOORS[layout]`` says."""
+    rnn, out = lm.rnn, lm.out
+    mats = []
+    with torch.no_grad():
+        for layer in range(rnn.num_layers):
+            w_ih, w_hh, b_ih, b_hh = rnn._layer_weights(layer, 0)
+            mats.append((torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh))  # (G*H, I + H), (G*H,)
+        mats.append((out.weight.detach(), out.bias.detach()))
+    if layout == "addmv":
+        args = [(b, w.contiguous(), torch.randn(w.shape[1])) for w, b in mats]
+        product = torch.addmv
+    elif layout == "transposed":
+        args = [(b, torch.randn(1, w.shape[1]), w.t().contiguous()) for w, b in mats]
+        product = torch.addmm
+    else:
+        args = []
+        for w, b in mats:
+            n = w.shape[0] // 2 * 2  # an odd row is left out: the floor is the products' time, not their values
+            halves = w[:n].view(2, n // 2, -1).transpose(1, 2).contiguous()  # (2, I + H, n / 2)
+            args.append((b[:n].view(2, 1, n // 2), torch.randn(1, 1, w.shape[1]).expand(2, 1, -1), halves))
+        product = torch.baddbmm
+
+    def run():
+        for _ in range(length):
+            for a in args:
+                product(*a)
+    return run
+
+
+def profile_ops(fn, tokens: int) -> dict:
+    """Operations per token of one call of ``fn``: from Python (no profiled parent), in all, and by name."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.events() if e.device_type.name == "CPU"]
+    top_level = sum(1 for e in events if e.cpu_parent is None)
+    by_name = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {
+        "ops_per_token": round(top_level / tokens, 1),
+        "all_ops_per_token": round(len(events) / tokens, 1),
+        "top_ops": [{"op": e.key, "calls_per_token": round(e.count / tokens, 2),
+                     "self_us_per_token": round(e.self_cpu_time_total / tokens, 1)} for e in by_name[:TOP_OPS]],
+    }
+
+
+def run(hidden: int, layers: int, embedding: int, length: int, rounds: int, threads: int) -> dict:
+    torch.manual_seed(0)
+    lm = LanguageModel(LanguageModelConfig(vocab_size=VOCAB, hidden_size=hidden, num_layers=layers,
+                                           embedding_size=embedding)).eval()
+    bare = BareLM(lm).eval()
+    prime = torch.randint(0, VOCAB, (1, 8))
+
+    def ours():
+        return generate(lm.step, None, prime, length, generator=torch.Generator().manual_seed(1))
+
+    def theirs():
+        return bare.sample(prime, length, torch.Generator().manual_seed(1))
+
+    same = torch.equal(ours(), theirs())  # also the warm-up
+    ops = {"rnnkit": profile_ops(ours, length), "baseline": profile_ops(theirs, length)}
+    floors = {f"floor, {k}": floor_loop(lm, length, k) for k in FLOORS}
+    med = median_times({"rnnkit": ours, "baseline": theirs, **floors}, rounds)
+    us = {k: round(v / length * 1e6, 1) for k, v in med.items()}
+    for n in (1, 2):  # the floors alone at each thread count
+        torch.set_num_threads(n)
+        f = median_times(floors, rounds)
+        us.update({f"{k}, {n} thread{'s' if n > 1 else ''}": round(v / length * 1e6, 1) for k, v in f.items()})
+    torch.set_num_threads(threads)
+    best_floor = min(med[k] for k in floors)
+    return {"shape": dict(hidden=hidden, layers=layers, embedding=embedding, vocab=VOCAB, batch=1, tokens=length),
+            "same_text": same, "us_per_token": us,
+            "rnnkit_vs_baseline": round(med["baseline"] / med["rnnkit"], 2),
+            "rnnkit_vs_floor": round(med["rnnkit"] / best_floor, 2), "floors": FLOORS,
+            "ops": ops, "rounds": rounds}
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    torch.set_num_threads(args.threads)
+    shape = (dict(hidden=128, layers=2, embedding=16, length=50, rounds=3) if args.quick
+             else dict(hidden=512, layers=2, embedding=64, length=200, rounds=7))
+    r = run(**shape, threads=args.threads)
+    out = write_report("sampling_floor", args, results=[r])
+    s = r["shape"]
+    print(f"H{s['hidden']} L{s['layers']} E{s['embedding']} V{s['vocab']}, batch 1, {s['tokens']} tokens, "
+          f"{args.threads} threads; same text: {r['same_text']}")
+    for who in ("rnnkit", "baseline"):
+        o = r["ops"][who]
+        print(f"  {who:9} {o['ops_per_token']:6.1f} ops/token from Python, {o['all_ops_per_token']:6.1f} in all")
+    for k, v in r["us_per_token"].items():
+        print(f"  {k:32} {v:9.1f} us/token")
+    print(f"  rnnkit: {r['rnnkit_vs_baseline']:.2f}x the baseline's speed, {r['rnnkit_vs_floor']:.2f}x the time of "
+          f"the fastest floor, all at {args.threads} thread{'s' if args.threads > 1 else ''}")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
