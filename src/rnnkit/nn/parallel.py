@@ -43,9 +43,12 @@ def _join(local: Tensor, decay: Tensor, h0: Tensor, T: int) -> Tensor:
     state ``(B, T, K)``: ``h = local + decay * (the state before the chunk)``."""
     n = local.shape[1]
     ends = decay[..., -1, :].expand(local.shape[0], n, -1) if decay.dim() == 2 else decay[:, :, -1]  # (B, n, K)
+    # one view per chunk, taken once: indexing ``local[:, k, -1]`` inside the loop would give each
+    # of the n slices a backward that writes a zero tensor the size of ``local`` (n^2 work in all)
+    lasts, ends_ = local[:, :, -1].unbind(1), ends.unbind(1)  # n x (B, K) each
     starts = [h0]
     for k in range(n - 1):  # the state each chunk starts from
-        starts.append(local[:, k, -1] + ends[:, k] * starts[-1])
+        starts.append(lasts[k] + ends_[k] * starts[-1])
     h = local + decay * torch.stack(starts, 1).unsqueeze(2)  # (B, n, C, K)
     return h.flatten(1, 2)[:, :T]
 

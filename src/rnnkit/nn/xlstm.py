@@ -176,10 +176,9 @@ class MLSTMCell(SequenceCell):
         _, C, n, m = state
         C, n = C.view(B, NH, d, d), n.view(B, NH, d)
         outs = []
-        for s in range(0, T, CHUNK):
-            e = min(s + CHUNK, T)
-            h, C, n, m = _mlstm_chunk(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], i[:, :, s:e], log_f[:, :, s:e],
-                                      C, n, m)
+        # the chunks split once (a slice per chunk would cost each a full-size zero tensor in backward)
+        for qc, kc, vc, ic, fc in zip(*(t.split(CHUNK, dim=2) for t in (q, k, v, i, log_f))):
+            h, C, n, m = _mlstm_chunk(qc, kc, vc, ic, fc, C, n, m)
             outs.append(h)
         h = torch.cat(outs, 2).transpose(1, 2).reshape(B, T, -1) * o  # (B, T, H)
         last = h[:, -1] if keep is None else h.gather(
