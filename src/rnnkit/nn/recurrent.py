@@ -303,7 +303,7 @@ class Recurrent(nn.Module):
         return super().train(mode)
 
     def __getstate__(self):
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state.pop("_step_cache", None)  # derived from the parameters: not saved, not copied
         return state
 
