@@ -143,10 +143,18 @@ def sample(
 
     The draw is ``torch.multinomial``'s: the same ids from the same generator state.
     """
-    probs = filter_logits(logits, temperature, top_k, top_p).float().softmax(dim=-1)  # (B, V)
-    score, token = _draw(probs, generator)  # (B,) each
+    score, token = _scored_sample(logits, generator, temperature, top_k, top_p)  # (B,) each
     _check_draws(score)
     return token
+
+
+def _scored_sample(logits: Tensor, generator: Optional[torch.Generator], temperature: float,
+                   top_k: Optional[int], top_p: Optional[float]) -> Tuple[Tensor, Tensor]:
+    """``sample``'s draw and the winning score (``_draw``), unchecked: ``(B, V) -> ((B,), (B,))``.  The filter
+    is skipped where it would change nothing (temperature 1, no top-k or top-p), the same values either way."""
+    if temperature != 1 or top_k is not None or top_p is not None:
+        logits = filter_logits(logits, temperature, top_k, top_p)
+    return _draw(logits.float().softmax(dim=-1), generator)
 
 
 _UNCHECKED = object()
@@ -241,19 +249,14 @@ def generate(
     B = prime.shape[0]
     if length == 0:
         return prime.new_empty((B, 0), dtype=torch.long)
-    plain = temperature == 1 and top_k is None and top_p is None  # filter_logits would change nothing
     scores: List[Tensor] = []  # the winning score of each draw, checked once at the end (see _draw)
 
     def pick(logits: Tensor) -> Tensor:  # (B, 1, V) -> (B, 1)
         if greedy:
             return logits.argmax(dim=-1)
-        if plain:  # what sample() computes, on the step's (B, 1, V) as it comes
-            score, token = _draw(logits.float().softmax(dim=-1), generator)  # (B, 1) each
-        else:
-            probs = filter_logits(logits[:, -1], temperature, top_k, top_p).float().softmax(dim=-1)  # (B, V)
-            score, token = (t.unsqueeze(1) for t in _draw(probs, generator))  # (B, 1) each
-        scores.append(score)
-        return token
+        score, token = _scored_sample(logits[:, -1], generator, temperature, top_k, top_p)  # (B,) each
+        scores.append(score.unsqueeze(1))
+        return token.unsqueeze(1)
 
     with torch.inference_mode():
         logits, state = step(prime.long(), state)  # (B, P, V)
