@@ -53,9 +53,9 @@ from rnnkit.nn.onednn import linear as _linear, uses_onednn as _onednn
 SCAN_MODES = ("gru", "rnn_tanh", "rnn_relu")
 
 # Whether ``Recurrent`` trains an LSTM through ``lstm_scan_layer`` (True) or oneDNN's LSTM primitive, which
-# ``torch.nn.LSTM`` runs on CPU (False, the default).  The scan measured level with the primitive on two
-# threads (1.01-1.03x at batch 64 x 128 steps, hidden 256 and 512, ``benchmarks/gru_rnn.py --modes lstm``)
-# and 0.96-1.18x on one, so it is there to be tried, not the default.  ``RNNKIT_LSTM_SCAN=1`` turns it on;
+# ``torch.nn.LSTM`` runs on CPU (False, the default).  The scan measured no faster than the primitive on two
+# threads (0.92-1.03x in two runs at batch 64 x 128 steps, hidden 256 and 512, ``benchmarks/gru_rnn.py
+# --modes lstm``) and 1.04-1.12x on one, so it is there to be tried, not the default.  ``RNNKIT_LSTM_SCAN=1`` turns it on;
 # a run folder records it with the other kernel choices (``rnnkit.nn.onednn.kernel_choices``), and the
 # two paths round differently.
 LSTM_SCAN = os.environ.get("RNNKIT_LSTM_SCAN") == "1"
