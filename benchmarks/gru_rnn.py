@@ -1,4 +1,4 @@
-"""GRU and plain-RNN training step on CPU: rnnkit's ``Recurrent`` vs ``torch.nn.GRU`` / ``torch.nn.RNN``.
+"""GRU and plain-RNN (and LSTM) training step on CPU: rnnkit's ``Recurrent`` vs ``torch.nn.GRU`` / ``RNN`` / ``LSTM``.
 
 One process, the same weights, contestants interleaved round by round, reported as tokens/s
 (median seconds) and as the ratio rnnkit / torch: the median of the per-round ratios, with
@@ -6,11 +6,14 @@ their min and max in the run.  The training step is forward and backward of
 a sum of the outputs (no optimizer, the same for both); inference is the forward alone
 under ``torch.no_grad()``.  rnnkit's fused backend runs GRU and RNN on CPU through
 ``rnnkit.nn.scan`` (a whole-sequence layer with a hand-written backward); torch runs its
-own sequence kernel (no oneDNN path for GRU and RNN, unlike LSTM).
+own sequence kernel (no oneDNN path for GRU and RNN, unlike LSTM).  ``--modes lstm`` compares
+the LSTM's scan with oneDNN's LSTM primitive when run with ``RNNKIT_LSTM_SCAN=1`` (without it
+both sides run the primitive).
 
     python benchmarks/gru_rnn.py              # batch 64, 128 steps, input 64, 2 layers, hidden 256 and 512
     python benchmarks/gru_rnn.py --quick      # 32 steps, hidden 128 and 256, seconds
     python benchmarks/gru_rnn.py --repeats 3  # the whole measurement three times, each repeat's ratio kept
+    RNNKIT_LSTM_SCAN=1 python benchmarks/gru_rnn.py --modes lstm --repeats 2 --out benchmarks/results/gru_rnn-lstm.json
 
 Each shape runs unidirectional and bidirectional.  With ``--repeats N`` every shape's ratio is
 also given per repeat and as the least of them (``ratio.min``); ``summary`` holds, for training
@@ -24,7 +27,7 @@ import torch
 from rnnkit.nn import Recurrent
 from _common import parser, pooled_median, repeated_ratio, show_spread, timings, write_report
 
-TWINS = {"gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN}
+TWINS = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM, "rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN}
 KINDS = ("train", "inference")
 
 

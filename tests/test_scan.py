@@ -1,23 +1,29 @@
-"""rnnkit.nn.scan (the GRU / plain-RNN layer with a hand-written backward) against torch.nn.GRU / torch.nn.RNN."""
+"""rnnkit.nn.scan (the GRU / plain-RNN / LSTM layers with a hand-written backward) against torch.nn.GRU / RNN / LSTM."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
+import rnnkit
 import rnnkit.nn.recurrent as recurrent_module
 import rnnkit.nn.onednn as onednn_module
 import rnnkit.nn.scan as scan_module
 from rnnkit.nn import Recurrent, State
 from rnnkit.nn.dropout import dropout
-from rnnkit.nn.scan import Scan, free_spares, scan_layer
+from rnnkit.nn.scan import LSTMScan, Scan, free_spares, lstm_scan_layer, scan_layer
 
 B, T, I, H, L = 4, 7, 3, 5, 2
 LENGTHS = [7, 3, 5, 1]  # uneven, unsorted, one full, one of length 1
-MODES = ["gru", "rnn_tanh", "rnn_relu"]
+MODES = ["gru", "lstm", "rnn_tanh", "rnn_relu"]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
 def torch_twin(mode: str, input_size: int = I, **kw) -> torch.nn.Module:
-    if mode == "gru":
-        return torch.nn.GRU(input_size, H, batch_first=True, **kw)
+    if mode in ("gru", "lstm"):
+        return (torch.nn.GRU if mode == "gru" else torch.nn.LSTM)(input_size, H, batch_first=True, **kw)
     return torch.nn.RNN(input_size, H, batch_first=True, nonlinearity=mode[4:], **kw)
 
 
@@ -28,10 +34,19 @@ def pair(mode, bidirectional, dtype, num_layers=L, bias=True, dropout=0.0):
     return ours, theirs
 
 
-def readout(out, h, seed=1):
+def readout(out, h, seed=1, c=None):
     """A random linear read-out of outputs and final states (every gradient then differs from 1)."""
     g = torch.Generator().manual_seed(seed)
-    return sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, h))
+    return sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, h, c) if t is not None)
+
+
+def run_twin(theirs, x, h0=None, c0=None):
+    """torch's module on ``x`` from ``h0`` (and ``c0`` for an LSTM): ``(out, h_n, c_n or None)``."""
+    if isinstance(theirs, torch.nn.LSTM):
+        out, (h, c) = theirs(x, None if h0 is None else (h0, c0))
+        return out, h, c
+    out, h = theirs(x, h0)
+    return out, h, None
 
 
 def spy_on_scan(monkeypatch) -> list:
@@ -42,7 +57,12 @@ def spy_on_scan(monkeypatch) -> list:
         calls.append(args[0])
         return scan_layer(*args, **kw)
 
+    def lstm_spy(*args, **kw):
+        calls.append("lstm")
+        return lstm_scan_layer(*args, **kw)
+
     monkeypatch.setattr(recurrent_module, "scan_layer", spy)
+    monkeypatch.setattr(recurrent_module, "lstm_scan_layer", lstm_spy)
     return calls
 
 
@@ -51,6 +71,9 @@ def scan_calls(monkeypatch):
     """Spy on the scan, and let these small shapes take it and its oneDNN matmuls (in use the scan starts
     where it outruns PyTorch's C++ step loop, oneDNN where its call overhead pays: larger shapes)."""
     monkeypatch.setattr(recurrent_module, "SCAN_MIN_WORK", 0)
+    monkeypatch.setattr(scan_module, "LSTM_SCAN", True)
+    monkeypatch.setattr(recurrent_module, "LSTM_SCAN_MIN_WORK", 0)
+    monkeypatch.setattr(recurrent_module, "LSTM_SCAN_MIN_STEPS", 0)
     monkeypatch.setattr(onednn_module, "ONEDNN_MIN_MACS", 0)
     monkeypatch.setattr(onednn_module, "_FASTER", onednn_module.onednn_linear_op() is not None)
     monkeypatch.setattr(scan_module, "PROJECTION_BLOCK_BYTES", 1000)  # a few steps per block: several blocks
@@ -67,17 +90,22 @@ def test_stack_matches_torch(mode, bidirectional, with_state, dtype, scan_calls)
     ours, theirs = pair(mode, bidirectional, dtype)
     D = 2 if bidirectional else 1
     x = torch.randn(B, T, I, dtype=dtype, requires_grad=True)
+    lstm = mode == "lstm"
     h0 = torch.randn(L * D, B, H, dtype=dtype, requires_grad=True) if with_state else None
-    out, st = ours(x, state=None if h0 is None else State(h0))
-    ref_out, ref_h = theirs(x, h0)
+    c0 = torch.randn(L * D, B, H, dtype=dtype, requires_grad=True) if with_state and lstm else None
+    out, st = ours(x, state=None if h0 is None else State(h0, c0))
+    ref_out, ref_h, ref_c = run_twin(theirs, x, h0, c0)
     assert len(scan_calls) == L * D  # every layer and direction went through the scan
     tol = TOL[dtype]
     assert torch.allclose(out, ref_out, atol=tol, rtol=0)
     assert torch.allclose(st.h, ref_h, atol=tol, rtol=0)
-    wrt = [x, *([h0] if h0 is not None else []), *ours.parameters()]
-    ref_wrt = [x, *([h0] if h0 is not None else []), *theirs.parameters()]
-    for a, b in zip(torch.autograd.grad(readout(out, st.h), wrt), torch.autograd.grad(readout(ref_out, ref_h), ref_wrt),
-                    strict=True):
+    if lstm:
+        assert torch.allclose(st.c, ref_c, atol=tol, rtol=0)
+    states = [t for t in (h0, c0) if t is not None]
+    wrt = [x, *states, *ours.parameters()]
+    ref_wrt = [x, *states, *theirs.parameters()]
+    for a, b in zip(torch.autograd.grad(readout(out, st.h, c=st.c), wrt),
+                    torch.autograd.grad(readout(ref_out, ref_h, c=ref_c), ref_wrt), strict=True):
         assert torch.allclose(a, b, atol=tol, rtol=0)
 
 
@@ -90,22 +118,28 @@ def test_uneven_lengths_equal_each_sequence_alone_in_torch(mode, bidirectional, 
     ours, theirs = pair(mode, bidirectional, dtype)
     D = 2 if bidirectional else 1
     x = torch.randn(B, T, I, dtype=dtype, requires_grad=True)
+    lstm = mode == "lstm"
     h0 = torch.randn(L * D, B, H, dtype=dtype, requires_grad=True)
-    out, st = ours(x, torch.tensor(LENGTHS), State(h0))
+    c0 = torch.randn(L * D, B, H, dtype=dtype, requires_grad=True) if lstm else None
+    states = [t for t in (h0, c0) if t is not None]
+    out, st = ours(x, torch.tensor(LENGTHS), State(h0, c0))
     assert len(scan_calls) == L * D
     loss, ref_loss = 0.0, 0.0
     x_alone = []
     for b, n in enumerate(LENGTHS):
         xb = x[b : b + 1, :n].detach().clone().requires_grad_()
-        ref_out, ref_h = theirs(xb, h0[:, b : b + 1])  # the sequence alone: no pads at all
+        # the sequence alone: no pads at all
+        ref_out, ref_h, ref_c = run_twin(theirs, xb, h0[:, b : b + 1], c0[:, b : b + 1] if lstm else None)
         assert torch.allclose(out[b, :n], ref_out[0], atol=1e-10, rtol=0)
         assert torch.all(out[b, n:] == 0)
         assert torch.allclose(st.h[:, b], ref_h[:, 0], atol=1e-10, rtol=0)
-        loss = loss + readout(out[b, :n], st.h[:, b], seed=b)
-        ref_loss = ref_loss + readout(ref_out[0], ref_h[:, 0], seed=b)
+        if lstm:
+            assert torch.allclose(st.c[:, b], ref_c[:, 0], atol=1e-10, rtol=0)
+        loss = loss + readout(out[b, :n], st.h[:, b], seed=b, c=st.c[:, b] if lstm else None)
+        ref_loss = ref_loss + readout(ref_out[0], ref_h[:, 0], seed=b, c=ref_c[:, 0] if lstm else None)
         x_alone.append(xb)
-    grads = torch.autograd.grad(loss, [x, h0, *ours.parameters()])
-    ref_grads = torch.autograd.grad(ref_loss, [*x_alone, h0, *theirs.parameters()])
+    grads = torch.autograd.grad(loss, [x, *states, *ours.parameters()])
+    ref_grads = torch.autograd.grad(ref_loss, [*x_alone, *states, *theirs.parameters()])
     d_x, ref_d_x = grads[0], ref_grads[:B]
     for b, n in enumerate(LENGTHS):
         assert torch.allclose(d_x[b, :n], ref_d_x[b][0], atol=1e-10, rtol=0)
@@ -156,13 +190,17 @@ def test_dropout_between_layers_is_torchs_layers_with_the_same_mask(mode, scan_c
 @pytest.mark.parametrize("mode", MODES)
 def test_gradcheck(mode, reverse, masked):
     torch.manual_seed(0)
-    G = 3 if mode == "gru" else 1
+    G = {"gru": 3, "lstm": 4}.get(mode, 1)
     Tn, Bn, In, Hn = 4, 3, 2, 3
-    args = [torch.randn(Tn, Bn, In), torch.randn(Bn, Hn), torch.randn(G * Hn, In), torch.randn(G * Hn, Hn) / 2,
+    states = [torch.randn(Bn, Hn)] * (2 if mode == "lstm" else 1)
+    args = [torch.randn(Tn, Bn, In), *states, torch.randn(G * Hn, In), torch.randn(G * Hn, Hn) / 2,
             torch.randn(G * Hn), torch.randn(G * Hn)]
     args = [a.double().requires_grad_() for a in args]
     keep = torch.arange(Tn).unsqueeze(1) < torch.tensor([4, 1, 3]) if masked else None  # (T, B)
-    assert torch.autograd.gradcheck(lambda *a: scan_layer(mode, *a, keep=keep, reverse=reverse), args)
+    if mode == "lstm":  # both outputs: every step's h and the final c
+        assert torch.autograd.gradcheck(lambda *a: lstm_scan_layer(*a, keep=keep, reverse=reverse), args)
+    else:
+        assert torch.autograd.gradcheck(lambda *a: scan_layer(mode, *a, keep=keep, reverse=reverse), args)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -171,11 +209,11 @@ def test_without_bias(mode, scan_calls):
     ours, theirs = pair(mode, True, torch.float64, bias=False)
     x = torch.randn(B, T, I, dtype=torch.float64, requires_grad=True)
     out, st = ours(x)
-    ref_out, ref_h = theirs(x)
+    ref_out, ref_h, ref_c = run_twin(theirs, x)
     assert len(scan_calls) == 2 * L
     assert torch.allclose(out, ref_out, atol=1e-10, rtol=0) and torch.allclose(st.h, ref_h, atol=1e-10, rtol=0)
-    for a, b in zip(torch.autograd.grad(readout(out, st.h), [x, *ours.parameters()]),
-                    torch.autograd.grad(readout(ref_out, ref_h), [x, *theirs.parameters()]), strict=True):
+    for a, b in zip(torch.autograd.grad(readout(out, st.h, c=st.c), [x, *ours.parameters()]),
+                    torch.autograd.grad(readout(ref_out, ref_h, c=ref_c), [x, *theirs.parameters()]), strict=True):
         assert torch.allclose(a, b, atol=1e-9, rtol=0)
 
 
@@ -192,7 +230,7 @@ def test_onednn_and_fallback_matmuls_agree(mode, scan_calls):
     for enabled in (True, False):
         with torch.backends.mkldnn.flags(enabled=enabled):
             out, st = ours(x, lens)
-            grads = torch.autograd.grad(readout(out, st.h), list(ours.parameters()))
+            grads = torch.autograd.grad(readout(out, st.h, c=st.c), list(ours.parameters()))
         results.append((out, st.h, *grads))
     assert len(scan_calls) == 2 * (2 * L)
     for a, b in zip(*results):
@@ -222,7 +260,7 @@ def test_sum_loss_float32(mode, bidirectional, scan_calls):
     ours, theirs = pair(mode, bidirectional, torch.float32)
     x = torch.randn(B, T, I, requires_grad=True)
     out, st = ours(x)
-    ref_out, ref_h = theirs(x)
+    ref_out, ref_h, _ = run_twin(theirs, x)
     assert len(scan_calls) == L * (2 if bidirectional else 1)
     for a, b in zip(torch.autograd.grad(out.sum() + st.h.sum(), [x, *ours.parameters()]),
                     torch.autograd.grad(ref_out.sum() + ref_h.sum(), [x, *theirs.parameters()]), strict=True):
@@ -237,18 +275,20 @@ def test_training_size_float32(mode, monkeypatch):
     """A layer of the size the scan is for, as dispatched in use: float32 against torch to rounding."""
     torch.manual_seed(0)
     calls = spy_on_scan(monkeypatch)
-    Bb, Tb, Ib, Hb = 32, 40, 16, 128
+    monkeypatch.setattr(scan_module, "LSTM_SCAN", True)  # the LSTM's scan is asked for (RNNKIT_LSTM_SCAN=1)
+    Bb, Tb, Ib, Hb = 64, 40, 16, 128
     ours = Recurrent(mode, Ib, Hb, L, bidirectional=True)
-    theirs = (torch.nn.GRU if mode == "gru" else torch.nn.RNN)(
-        Ib, Hb, L, batch_first=True, bidirectional=True, **({} if mode == "gru" else {"nonlinearity": mode[4:]}))
+    twin = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}.get(mode, torch.nn.RNN)
+    theirs = twin(Ib, Hb, L, batch_first=True, bidirectional=True,
+                  **({"nonlinearity": mode[4:]} if mode.startswith("rnn_") else {}))
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(Bb, Tb, Ib, requires_grad=True)
     out, st = ours(x)
-    ref_out, ref_h = theirs(x)
+    ref_out, ref_h, ref_c = run_twin(theirs, x)
     assert len(calls) == 2 * L
     assert torch.allclose(out, ref_out, atol=1e-5, rtol=0) and torch.allclose(st.h, ref_h, atol=1e-5, rtol=0)
-    grads = torch.autograd.grad(readout(out, st.h), [x, *ours.parameters()])
-    ref_grads = torch.autograd.grad(readout(ref_out, ref_h), [x, *theirs.parameters()])
+    grads = torch.autograd.grad(readout(out, st.h, c=st.c), [x, *ours.parameters()])
+    ref_grads = torch.autograd.grad(readout(ref_out, ref_h, c=ref_c), [x, *theirs.parameters()])
     for a, b in zip(grads, ref_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-5 * b.abs().max(), rtol=0)  # weight gradients reach ~100 here
 
@@ -284,7 +324,15 @@ def test_dispatch(monkeypatch):
     assert used(small, long_x)  # in training, long enough sequences make up for the Python step loop
     with torch.no_grad():
         assert not used(small, long_x)  # inference without a graph: torch's loop stays ahead on small layers
-    assert not used(Recurrent("lstm", I, Hb, L), x)  # LSTM stays on oneDNN's LSTM
+    lstm = Recurrent("lstm", I, Hb, L)
+    assert not used(lstm, long_x)  # LSTM: oneDNN's LSTM primitive unless RNNKIT_LSTM_SCAN=1
+    monkeypatch.setattr(scan_module, "LSTM_SCAN", True)
+    # asked for: in training from 16 steps
+    assert used(lstm, long_x) and used(lstm, long_x, torch.randint(1, 17, (Bb,)))
+    assert not used(lstm, x)  # fewer steps: PyTorch's kernel
+    with torch.no_grad():
+        assert not used(lstm, long_x)  # inference: oneDNN's LSTM primitive
+    assert not used(Recurrent("lstm", I, 16, L), long_x)  # a small layer: PyTorch's kernel
     assert not used(Recurrent("gru", I, Hb, L, backend="reference"), x)  # the reference stays the cell loop
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not used(gru, x)
@@ -298,4 +346,24 @@ def test_scan_layer_checks_its_arguments():
         scan_layer("lstm", x, h0, w_ih, w_hh, None, None)
     with pytest.raises(ValueError, match="both biases or neither"):
         scan_layer("gru", x, h0, w_ih, w_hh, torch.zeros(3 * H), None)
-    assert issubclass(Scan, torch.autograd.Function)
+    with pytest.raises(ValueError, match="both biases or neither"):
+        lstm_scan_layer(x, h0, h0, torch.randn(4 * H, I), torch.randn(4 * H, H), None, torch.zeros(4 * H))
+    assert issubclass(Scan, torch.autograd.Function) and issubclass(LSTMScan, torch.autograd.Function)
+
+
+def test_lstm_scan_switch_from_the_environment_and_the_run_record(monkeypatch):
+    """RNNKIT_LSTM_SCAN=1 turns the LSTM's scan on in a new process; a run folder's kernel record carries it."""
+    env = {k: v for k, v in os.environ.items() if k != "RNNKIT_LSTM_SCAN"}
+    src = str(Path(rnnkit.__file__).parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    code = "import rnnkit.nn.scan as s; print(s.LSTM_SCAN)"
+    outs = [subprocess.run([sys.executable, "-c", code], env=dict(env, **extra), capture_output=True, text=True,
+                           check=True).stdout.strip() for extra in ({}, {"RNNKIT_LSTM_SCAN": "1"})]
+    assert outs == ["False", "True"]
+    monkeypatch.setattr(scan_module, "LSTM_SCAN", True)
+    monkeypatch.setattr(onednn_module, "_FASTER", False)
+    assert onednn_module.kernel_choices() == {"onednn_matmul": False, "lstm_scan": True}
+    onednn_module.apply_kernel_choices({"onednn_matmul": False})  # recorded before the scan existed: off
+    assert scan_module.LSTM_SCAN is False
+    onednn_module.apply_kernel_choices({"onednn_matmul": False, "lstm_scan": True})
+    assert scan_module.LSTM_SCAN is True

@@ -94,14 +94,20 @@ def set_onednn_matmul(use: Optional[bool]) -> None:
 
 
 def kernel_choices() -> dict[str, bool]:
-    """The per-machine kernel choices in force, as a run folder records them."""
-    return {"onednn_matmul": onednn_is_faster()}
+    """The kernel choices in force that change numbers, as a run folder records them."""
+    from rnnkit.nn import scan
+
+    return {"onednn_matmul": onednn_is_faster(), "lstm_scan": scan.LSTM_SCAN}
 
 
 def apply_kernel_choices(choices: dict) -> None:
-    """Re-apply choices recorded by :func:`kernel_choices` (unknown keys are ignored)."""
+    """Re-apply choices recorded by :func:`kernel_choices` (unknown keys are ignored; a missing
+    ``lstm_scan``, from a run folder older than the LSTM scan, means it was off)."""
+    from rnnkit.nn import scan
+
     if "onednn_matmul" in choices:
         set_onednn_matmul(choices["onednn_matmul"])
+    scan.set_lstm_scan(bool(choices.get("lstm_scan", False)))
 
 
 def _machine_key() -> str:

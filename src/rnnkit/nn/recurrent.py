@@ -8,7 +8,9 @@ One set of parameters, named and shaped as in ``torch.nn.RNN/LSTM/GRU``
   lengths go through a packed sequence, so pads are never read.  On CPU a GRU or
   plain RNN runs ``rnnkit.nn.scan`` instead, a whole-sequence layer with a
   hand-written backward that trains faster than PyTorch's kernel (which has no
-  oneDNN path for them); see ``Recurrent._fused_strategy``.
+  oneDNN path for them); an LSTM keeps PyTorch's kernel (oneDNN's LSTM primitive,
+  which the scan only matches), unless ``RNNKIT_LSTM_SCAN=1``; see
+  ``Recurrent._fused_strategy``.
 * ``backend="reference"``: our cell equations (``rnnkit.nn.cells``) step by step
   on the same parameters, the input projection of all steps hoisted into one
   matmul.  Uneven lengths are masked: a state only advances where ``t < length``,
@@ -45,8 +47,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 import rnnkit.nn.dropout as dropout_impl
 import rnnkit.nn.fused_step as fused_step
+import rnnkit.nn.scan as scan_module
 from rnnkit.nn.cells import GATES, RECUR, RecurFn, input_projection
-from rnnkit.nn.scan import SCAN_MODES, scan_layer
+from rnnkit.nn.scan import SCAN_MODES, lstm_scan_layer, scan_layer
 from rnnkit.nn.state import State
 from rnnkit.nn.table import canonical_mode, spec
 
@@ -380,11 +383,12 @@ class Recurrent(nn.Module):
         8 steps, 1.05-1.3x from 16 steps, 1.4-2x at batch 64, hidden 256-512, 128 steps;
         inference 0.4-0.9x below ``SCAN_MIN_WORK`` multiply-adds per step
         (``B * G * H^2``), 1.2-1.9x above.  Not under autocast (the kernel handles its
-        casts), nor while tracing or compiling.  LSTM stays on PyTorch's kernel, which
-        runs oneDNN's LSTM on CPU.
+        casts), nor while tracing or compiling.  LSTM: PyTorch's kernel (oneDNN's LSTM
+        primitive), unless ``RNNKIT_LSTM_SCAN=1`` (``rnnkit.nn.scan.LSTM_SCAN``); then the scan in training
+        from ``LSTM_SCAN_MIN_WORK`` multiply-adds per step and ``LSTM_SCAN_MIN_STEPS`` steps.
         """
         if not (
-            self.mode in SCAN_MODES and x.device.type == "cpu" and x.shape[1] > 1
+            (self.mode in SCAN_MODES or self.mode == "lstm") and x.device.type == "cpu" and x.shape[1] > 1
             and x.dtype in (torch.float32, torch.float64) and x.dtype == self.weight_ih_l0.dtype
             and not torch.is_autocast_enabled("cpu")
             and not torch.jit.is_tracing() and not torch.jit.is_scripting() and not torch.compiler.is_compiling()
@@ -392,6 +396,9 @@ class Recurrent(nn.Module):
             return False
         work = x.shape[0] * GATES[self.mode] * self.hidden_size**2  # multiply-adds of one step's hidden matmul
         training = torch.is_grad_enabled() and (x.requires_grad or self.weight_hh_l0.requires_grad)
+        if self.mode == "lstm":  # only where asked for: measured level with oneDNN's LSTM primitive (see LSTM_SCAN)
+            return (scan_module.LSTM_SCAN and training and work >= LSTM_SCAN_MIN_WORK
+                    and x.shape[1] >= LSTM_SCAN_MIN_STEPS)
         return work >= SCAN_MIN_WORK or (training and x.shape[1] >= SCAN_MIN_STEPS)
 
     @staticmethod
@@ -578,20 +585,27 @@ class Recurrent(nn.Module):
         if lengths is not None:
             keep = torch.arange(T, device=x.device).unsqueeze(1) < lengths.to(x.device)  # (T, B)
         finals: list[Tensor] = []
+        cells: list[Tensor] = []  # LSTM: each layer and direction's final c
         layer_in = x.transpose(0, 1)  # (T, B, I) then (T, B, D*H)
         for layer in range(self.num_layers):
             outs = []
             for direction in range(self.num_directions):
                 h0 = state.h[layer * self.num_directions + direction]  # (B, H)
-                out = scan_layer(self.mode, layer_in, h0, *self._layer_weights(layer, direction),
-                                 keep=keep, reverse=direction == 1)  # (T, B, H)
+                weights = self._layer_weights(layer, direction)
+                if self.mode == "lstm":
+                    c0 = state.c[layer * self.num_directions + direction]  # (B, H)
+                    out, c_n = lstm_scan_layer(layer_in, h0, c0, *weights, keep=keep, reverse=direction == 1)
+                    cells.append(c_n)
+                else:
+                    out = scan_layer(self.mode, layer_in, h0, *weights, keep=keep, reverse=direction == 1)  # (T, B, H)
                 outs.append(out)
                 finals.append(out[0] if direction == 1 else out[-1])  # (B, H)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)  # (T, B, D*H)
             layer_in = self._between_layers(layer_in, layer, time_dim=0)
         if keep is not None:
             layer_in = layer_in.masked_fill(~keep.unsqueeze(2), 0.0)  # zeros at pads
-        return layer_in.transpose(0, 1), State(torch.stack(finals))  # (B, T, D*H), (L*D, B, H)
+        final = State(torch.stack(finals), torch.stack(cells) if cells else None)  # (L*D, B, H) each
+        return layer_in.transpose(0, 1), final  # (B, T, D*H)
 
     def _forward_reference(self, x: Tensor, lengths: Optional[Tensor], state: State) -> tuple[Tensor, State]:
         T = x.size(1)
@@ -660,6 +674,11 @@ CELL_STEP_MAX_BATCH = 32  # one time step, CPU: cells below this batch, the fuse
 # GRU / RNN on CPU: the scan from this many multiply-adds per step (B * G * H^2), or in training from this
 # many steps; PyTorch's kernel below both (measured, 1 thread; see Recurrent._scan_is_faster).
 SCAN_MIN_WORK = 1 << 21
+# LSTM training through rnnkit.nn.scan when asked for (RNNKIT_LSTM_SCAN=1), from these sizes: at them it
+# measured 0.90-0.97x oneDNN's LSTM primitive over 32 steps and 1.04-1.12x over 128 (one thread, batch 64,
+# ``benchmarks/gru_rnn.py --modes lstm``), and smaller batches fell further behind.
+LSTM_SCAN_MIN_WORK = 1 << 22  # multiply-adds of one step's hidden product, B * 4 * H^2
+LSTM_SCAN_MIN_STEPS = 16
 SCAN_MIN_STEPS = 16
 
 

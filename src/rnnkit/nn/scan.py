@@ -1,7 +1,7 @@
-"""One GRU / plain-RNN layer over a whole sequence, with a hand-written backward (for CPU training).
+"""One GRU / plain-RNN / LSTM layer over a whole sequence, with a hand-written backward (for CPU training).
 
-``scan_layer`` runs one layer in one direction over a time-major sequence as one
-``torch.autograd.Function`` (``Scan``):
+``scan_layer`` (GRU, plain RNN) and ``lstm_scan_layer`` run one layer in one direction
+over a time-major sequence as one ``torch.autograd.Function`` (``Scan``, ``LSTMScan``):
 
 * forward: the input projection hoisted out of the loop (a few large matmuls, each
   over a block of steps), then per step one matmul for ``W_hh h`` and a few
@@ -30,7 +30,8 @@ The equations are PyTorch's (``torch.nn.GRU``, gates r, z, n):
     r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h = n + z * (h - n)
 
-and ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu) for the plain RNN.  With
+and ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu) for the plain RNN; the LSTM's
+are ``torch.nn.LSTM``'s (see ``LSTMScan``).  With
 a keep mask the state advances only where ``keep[t]`` (``t < length``) and is carried
 unchanged elsewhere, as in ``Recurrent``'s masked cell loop.  With ``reverse=True``
 the loop runs from the last step to the first; since pads come after each row's
@@ -40,6 +41,7 @@ no gather.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -49,6 +51,20 @@ from torch.autograd.function import once_differentiable
 from rnnkit.nn.onednn import linear as _linear, uses_onednn as _onednn
 
 SCAN_MODES = ("gru", "rnn_tanh", "rnn_relu")
+
+# Whether ``Recurrent`` trains an LSTM through ``lstm_scan_layer`` (True) or oneDNN's LSTM primitive, which
+# ``torch.nn.LSTM`` runs on CPU (False, the default).  The scan measured no faster than the primitive on two
+# threads (0.92-1.03x in two runs at batch 64 x 128 steps, hidden 256 and 512, ``benchmarks/gru_rnn.py
+# --modes lstm``) and 1.04-1.12x on one, so it is there to be tried, not the default.  ``RNNKIT_LSTM_SCAN=1`` turns it on;
+# a run folder records it with the other kernel choices (``rnnkit.nn.onednn.kernel_choices``), and the
+# two paths round differently.
+LSTM_SCAN = os.environ.get("RNNKIT_LSTM_SCAN") == "1"
+
+
+def set_lstm_scan(on: bool) -> None:
+    """Train LSTMs through the scan (True) or oneDNN's LSTM primitive (False) in this process."""
+    global LSTM_SCAN
+    LSTM_SCAN = bool(on)
 
 _aten = torch.ops.aten
 PROJECTION_BLOCK_BYTES = 4 << 20  # the input projection is computed this much at a time (see _Projection)
@@ -226,6 +242,135 @@ class Scan(torch.autograd.Function):
         return d_x, (d_h0 if need[1] else None), d_w_ih, d_w_hh, d_b_ih, d_b_hh, None, None, None
 
 
+def lstm_scan_layer(
+    x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor], b_hh: Optional[Tensor],
+    keep: Optional[Tensor] = None, reverse: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """One LSTM layer, one direction: ``x`` ``(T, B, I)`` from ``(h0, c0)`` -> every step's ``h`` and the final ``c``.
+
+    Weights as ``torch.nn.LSTM``'s (gates i, f, g, o: ``w_ih`` ``(4H, I)``, ``w_hh``
+    ``(4H, H)``, biases ``(4H,)``, both or neither); ``keep`` and ``reverse`` as in
+    ``scan_layer``.  Returns ``out`` ``(T, B, H)`` and ``c_n`` ``(B, H)``, the cell state
+    after the last step run (with ``keep``: each row's last real step; ``reverse``: step 0).
+    """
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError("lstm_scan_layer takes both biases or neither")
+    if keep is not None:
+        keep = keep.unsqueeze(2)  # (T, B, 1)
+    return LSTMScan.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep, reverse)
+
+
+class LSTMScan(torch.autograd.Function):
+    """``apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep (T, B, 1) | None, reverse)`` -> ``(out (T, B, H), c_n (B, H))``.
+
+    PyTorch's equations: ``[i, f, g, o] = [sigmoid, sigmoid, tanh, sigmoid](W_ih x + b_ih
+    + W_hh h + b_hh)``, ``c' = f * c + i * g``, ``h' = o * tanh(c')``.  Forward: per step one
+    oneDNN product that also adds the step's input projection and the bias, one sigmoid
+    over all four gates (the g block's weights doubled, so ``tanh(a) = 2 sigmoid(2a) - 1``),
+    and five element-wise ops.  Saved for backward: every step's gates ``(T, B, 4H)``
+    (activated), its ``c`` and its ``tanh(c)`` ``(T, B, H)``, and the outputs.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep, reverse):
+        T, B, I = x.shape
+        H = w_hh.shape[1]
+        train = any(ctx.needs_input_grad[:7])
+        x2 = x.reshape(T * B, I)
+        h0, c0 = h0.contiguous(), c0.contiguous()
+        order = range(T - 1, -1, -1) if reverse else range(T)
+        w_ih2, w_hh2 = _double_g(w_ih, H), _double_g(w_hh, H)
+        b_ih2 = None if b_ih is None else _double_g(b_ih, H)
+        b_hh2 = None if b_hh is None else _double_g(b_hh, H)
+        proj = _Projection(x2, w_ih2, b_ih2, B, (4 * H,))
+        out = x.new_empty(T, B, H)
+        outs = out.unbind(0)
+        keeps = None if keep is None else keep.unbind(0)
+        kept = T if train else 2  # inference: two c buffers in turn
+        cs, tcs = x.new_empty(kept, B, H), x.new_empty(T if train else 1, B, H)
+        cs_, tcs_ = cs.unbind(0), tcs.unbind(0)
+        gates: list[Tensor] = [None] * T if train else []  # type: ignore[list-item]
+        minus_one = x.new_full((), -1.0)
+        h, c = h0, c0
+        for k, t in enumerate(order):
+            c_new = cs_[t] if train else cs_[k % 2]
+            tc = tcs_[t if train else 0]
+            a = _linear(h, w_hh2, b_hh2, add=proj[t][0]).sigmoid_()  # (B, 4H): [i | f | sigmoid(2 a_g) | o]
+            i, f, g, o = a.split(H, 1)
+            torch.add(minus_one, g, alpha=2, out=g)  # g = tanh(a_g)
+            torch.mul(f, c, out=c_new).addcmul_(i, g)  # c' = f c + i g
+            torch.tanh(c_new, out=tc)
+            torch.mul(o, tc, out=outs[t])  # h' = o tanh(c')
+            if keeps is not None:
+                torch.where(keeps[t], outs[t], h, out=outs[t])
+                torch.where(keeps[t], c_new, c, out=c_new)
+            if train:
+                gates[t] = a
+            h, c = outs[t], c_new
+        c_n = c.clone()
+        if train:
+            ctx.save_for_backward(x2, h0, c0, w_ih, w_hh, keep, out, cs, tcs, *gates)
+        ctx.reverse, ctx.has_bias = reverse, b_ih is not None
+        return out, c_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, d_cn):  # (T, B, H), (B, H)
+        x2, h0, c0, w_ih, w_hh, keep, out, cs, tcs, *gates = ctx.saved_tensors
+        reverse = ctx.reverse
+        T, B, H = out.shape
+        order = range(T - 1, -1, -1) if reverse else range(T)
+        if d_out is None:
+            d_out = out.new_zeros(T, B, H)
+        d_outs, cs_, tcs_ = d_out.unbind(0), cs.unbind(0), tcs.unbind(0)
+        keeps = None if keep is None else keep.unbind(0)
+        grads = _SPARE.take((T, B, 4 * H), out)  # d of each step's pre-activations, gates i, f, g, o
+        grads_ = grads.unbind(0)
+        w_t = w_hh.t().contiguous()  # (H, 4H)
+        dh = d_outs[order[-1]]
+        dc = out.new_zeros(B, H) if d_cn is None else d_cn.contiguous()
+        tmp, dc_all = out.new_empty(B, H), out.new_empty(B, H)
+        for k in range(T - 1, -1, -1):
+            t = order[k]
+            i, f, g, o = gates[t].split(H, 1)
+            d_i, d_f, d_g, d_o = grads_[t].split(H, 1)
+            c_prev = c0 if k == 0 else cs_[order[k - 1]]
+            tc = tcs_[t]
+            dhk, dck = (dh, dc) if keeps is None else (dh * keeps[t], dc * keeps[t])
+            torch.mul(dhk, tc, out=tmp)
+            _aten.sigmoid_backward.grad_input(tmp, o, grad_input=d_o)  # d a_o = dh tanh(c) o (1 - o)
+            torch.mul(dhk, o, out=tmp)
+            _aten.tanh_backward.grad_input(tmp, tc, grad_input=dc_all)  # dh o (1 - tanh(c)^2)
+            dc_all.add_(dck)  # d c' in all
+            torch.mul(dc_all, g, out=tmp)
+            _aten.sigmoid_backward.grad_input(tmp, i, grad_input=d_i)  # d a_i = dc g i (1 - i)
+            torch.mul(dc_all, i, out=tmp)
+            _aten.tanh_backward.grad_input(tmp, g, grad_input=d_g)  # d a_g = dc i (1 - g^2)
+            torch.mul(dc_all, c_prev, out=tmp)
+            _aten.sigmoid_backward.grad_input(tmp, f, grad_input=d_f)  # d a_f = dc c f (1 - f)
+            dc_new = dc_all.mul(f)  # d c = dc' f
+            into = None if k == 0 else d_outs[order[k - 1]]
+            if keeps is not None:  # where the state froze, all of dh and dc go straight back
+                dc_new.add_(dc).sub_(dck)
+                frozen = dh - dhk
+                into = frozen if into is None else frozen.add_(into)
+            dh = _linear(grads_[t], w_t, add=into)  # d h = [d a_i | d a_f | d a_g | d a_o] W_hh
+            dc = dc_new
+        need = ctx.needs_input_grad
+        d_x = d_w_ih = d_w_hh = d_b_ih = d_b_hh = None
+        grads2 = grads.view(T * B, 4 * H)
+        if need[0]:
+            d_x = _linear(grads2, w_ih.t().contiguous()).view(T, B, -1)
+        if need[3] or need[4]:
+            d_w_ih, d_w_hh = _weight_grads(grads, 4 * H, x2, out, h0, reverse, need[3], need[4])
+        if ctx.has_bias and (need[5] or need[6]):
+            d_b_ih = grads2.sum(0)
+            d_b_hh = d_b_ih.clone()
+        _SPARE.give(grads)
+        return (d_x, (dh if need[1] else None), (dc if need[2] else None),
+                d_w_ih, d_w_hh, d_b_ih, d_b_hh, None, None)
+
+
 class _Projection:
     """``x2 w^T + b`` one step at a time, split in column blocks: ``proj[t]`` is a tuple of ``(B, n)`` views.
 
@@ -295,6 +440,11 @@ def _weight_grads(
 def _double_n(w: Tensor, H: int) -> Tensor:
     """A GRU weight or bias with its n block (rows ``2H:3H``) doubled."""
     return torch.cat([w[: 2 * H], 2 * w[2 * H :]])
+
+
+def _double_g(w: Tensor, H: int) -> Tensor:
+    """An LSTM weight or bias with its g block (rows ``2H:3H``) doubled."""
+    return torch.cat([w[: 2 * H], 2 * w[2 * H : 3 * H], w[3 * H :]])
 
 
 def _nrz(w: Tensor, H: int, inverse: bool = False) -> Tensor:
