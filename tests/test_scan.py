@@ -325,6 +325,7 @@ def test_dispatch(monkeypatch):
     with torch.no_grad():
         assert not used(small, long_x)  # inference without a graph: torch's loop stays ahead on small layers
     lstm = Recurrent("lstm", I, Hb, L)
+    monkeypatch.setattr(scan_module, "LSTM_SCAN", False)  # the default, whatever this process's environment says
     assert not used(lstm, long_x)  # LSTM: oneDNN's LSTM primitive unless RNNKIT_LSTM_SCAN=1
     monkeypatch.setattr(scan_module, "LSTM_SCAN", True)
     # asked for: in training from 16 steps
