@@ -54,7 +54,7 @@ SCAN_MODES = ("gru", "rnn_tanh", "rnn_relu")
 
 # Whether ``Recurrent`` trains an LSTM through ``lstm_scan_layer`` (True) or oneDNN's LSTM primitive, which
 # ``torch.nn.LSTM`` runs on CPU (False, the default).  The scan measured no faster than the primitive on two
-# threads (0.92-1.03x in two runs at batch 64 x 128 steps, hidden 256 and 512, ``benchmarks/gru_rnn.py
+# threads (0.90-1.04x in two runs at batch 64 x 128 steps, hidden 256 and 512, ``benchmarks/gru_rnn.py
 # --modes lstm``) and 1.04-1.12x on one, so it is there to be tried, not the default.  ``RNNKIT_LSTM_SCAN=1`` turns it on;
 # a run folder records it with the other kernel choices (``rnnkit.nn.onednn.kernel_choices``), and the
 # two paths round differently.
