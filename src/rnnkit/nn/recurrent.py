@@ -674,12 +674,12 @@ CELL_STEP_MAX_BATCH = 32  # one time step, CPU: cells below this batch, the fuse
 # GRU / RNN on CPU: the scan from this many multiply-adds per step (B * G * H^2), or in training from this
 # many steps; PyTorch's kernel below both (measured, 1 thread; see Recurrent._scan_is_faster).
 SCAN_MIN_WORK = 1 << 21
+SCAN_MIN_STEPS = 16
 # LSTM training through rnnkit.nn.scan when asked for (RNNKIT_LSTM_SCAN=1), from these sizes: at them it
 # measured 0.90-0.97x oneDNN's LSTM primitive over 32 steps and 1.04-1.12x over 128 (one thread, batch 64,
 # ``benchmarks/gru_rnn.py --modes lstm``), and smaller batches fell further behind.
 LSTM_SCAN_MIN_WORK = 1 << 22  # multiply-adds of one step's hidden product, B * 4 * H^2
 LSTM_SCAN_MIN_STEPS = 16
-SCAN_MIN_STEPS = 16
 
 
 def _scan(

@@ -55,9 +55,9 @@ SCAN_MODES = ("gru", "rnn_tanh", "rnn_relu")
 # Whether ``Recurrent`` trains an LSTM through ``lstm_scan_layer`` (True) or oneDNN's LSTM primitive, which
 # ``torch.nn.LSTM`` runs on CPU (False, the default).  The scan measured no faster than the primitive on two
 # threads (0.90-1.04x in two runs at batch 64 x 128 steps, hidden 256 and 512, ``benchmarks/gru_rnn.py
-# --modes lstm``) and 1.04-1.12x on one, so it is there to be tried, not the default.  ``RNNKIT_LSTM_SCAN=1`` turns it on;
-# a run folder records it with the other kernel choices (``rnnkit.nn.onednn.kernel_choices``), and the
-# two paths round differently.
+# --modes lstm``) and 1.04-1.12x on one, so it is there to be tried, not the default.
+# ``RNNKIT_LSTM_SCAN=1`` turns it on; a run folder records it with the other kernel choices
+# (``rnnkit.nn.onednn.kernel_choices``), and the two paths round differently.
 LSTM_SCAN = os.environ.get("RNNKIT_LSTM_SCAN") == "1"
 
 
@@ -65,6 +65,7 @@ def set_lstm_scan(on: bool) -> None:
     """Train LSTMs through the scan (True) or oneDNN's LSTM primitive (False) in this process."""
     global LSTM_SCAN
     LSTM_SCAN = bool(on)
+
 
 _aten = torch.ops.aten
 PROJECTION_BLOCK_BYTES = 4 << 20  # the input projection is computed this much at a time (see _Projection)
@@ -224,16 +225,13 @@ class Scan(torch.autograd.Function):
 
         # Every weight gradient as one matmul over all T*B rows; every bias gradient as one sum.
         need = ctx.needs_input_grad
-        d_x = d_w_ih = d_w_hh = d_b_ih = d_b_hh = None
-        d_proj2 = d_proj.flatten(0, 1)  # (T*B, G*H)
-        if need[0]:
-            d_x = _linear(d_proj2, w_ih.t().contiguous()).view(T, B, -1)  # (T, B, I)
-        if need[2] or need[3]:
-            d_w_ih, d_w_hh = _weight_grads(grads, d_proj.shape[2], x2, out, h0, reverse, need[2], need[3])
-            if d_w_hh is not None and mode == "gru":
-                d_w_hh = _nrz(d_w_hh, H, inverse=True)
+        d_b_ih = d_b_hh = None
+        d_x, d_w_ih, d_w_hh = _input_and_weight_grads(d_proj, grads, x2, w_ih, out, h0, reverse,
+                                                      need[0], need[2], need[3])
+        if d_w_hh is not None and mode == "gru":
+            d_w_hh = _nrz(d_w_hh, H, inverse=True)
         if ctx.has_bias and (need[4] or need[5]):
-            d_b_ih = d_proj2.sum(0)  # (G*H,)
+            d_b_ih = d_proj.reshape(T * B, -1).sum(0)  # (G*H,)
             if mode == "gru":  # b_hr and b_hz add up with b_ir and b_iz; b_hn sits inside r * (...)
                 d_b_hh = torch.cat([d_b_ih[: 2 * H], d_hidden[..., :H].sum((0, 1))])
             else:
@@ -320,15 +318,13 @@ class LSTMScan(torch.autograd.Function):
         reverse = ctx.reverse
         T, B, H = out.shape
         order = range(T - 1, -1, -1) if reverse else range(T)
-        if d_out is None:
-            d_out = out.new_zeros(T, B, H)
         d_outs, cs_, tcs_ = d_out.unbind(0), cs.unbind(0), tcs.unbind(0)
         keeps = None if keep is None else keep.unbind(0)
         grads = _SPARE.take((T, B, 4 * H), out)  # d of each step's pre-activations, gates i, f, g, o
         grads_ = grads.unbind(0)
         w_t = w_hh.t().contiguous()  # (H, 4H)
         dh = d_outs[order[-1]]
-        dc = out.new_zeros(B, H) if d_cn is None else d_cn.contiguous()
+        dc = d_cn.contiguous()  # autograd passes zeros for an output that was not used
         tmp, dc_all = out.new_empty(B, H), out.new_empty(B, H)
         for k in range(T - 1, -1, -1):
             t = order[k]
@@ -357,15 +353,12 @@ class LSTMScan(torch.autograd.Function):
             dh = _linear(grads_[t], w_t, add=into)  # d h = [d a_i | d a_f | d a_g | d a_o] W_hh
             dc = dc_new
         need = ctx.needs_input_grad
-        d_x = d_w_ih = d_w_hh = d_b_ih = d_b_hh = None
-        grads2 = grads.view(T * B, 4 * H)
-        if need[0]:
-            d_x = _linear(grads2, w_ih.t().contiguous()).view(T, B, -1)
-        if need[3] or need[4]:
-            d_w_ih, d_w_hh = _weight_grads(grads, 4 * H, x2, out, h0, reverse, need[3], need[4])
+        d_b_ih = d_b_hh = None
+        d_x, d_w_ih, d_w_hh = _input_and_weight_grads(grads, grads, x2, w_ih, out, h0, reverse,
+                                                      need[0], need[3], need[4])
         if ctx.has_bias and (need[5] or need[6]):
-            d_b_ih = grads2.sum(0)
-            d_b_hh = d_b_ih.clone()
+            d_b_ih = grads.view(T * B, 4 * H).sum(0)  # (4H,)
+            d_b_hh = d_b_ih.clone()  # its own tensor: autograd may keep it as the .grad
         _SPARE.give(grads)
         return (d_x, (dh if need[1] else None), (dc if need[2] else None),
                 d_w_ih, d_w_hh, d_b_ih, d_b_hh, None, None)
@@ -393,6 +386,23 @@ class _Projection:
             block = _linear(self.x2[rows], self.w, self.b).view(-1, self.B, self.w.shape[0])  # (steps, B, N)
             self.block_index, self.block = k, list(zip(*(c.unbind(0) for c in block.split(self.split, 2))))
         return self.block[t - k * self.steps]
+
+
+def _input_and_weight_grads(
+    d_proj: Tensor, grads: Tensor, x2: Tensor, w_ih: Tensor, out: Tensor, h0: Tensor, reverse: bool,
+    want_x: bool, want_ih: bool, want_hh: bool,
+) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """``d_x = dG_ih W_ih`` ``(T, B, I)`` and ``_weight_grads``' two products, each where wanted (else None).
+
+    ``d_proj`` ``(T, B, G*H)``: d of the input projection, a view into ``grads`` (see ``_weight_grads``).
+    """
+    T, B, width = d_proj.shape
+    d_x = d_w_ih = d_w_hh = None
+    if want_x:
+        d_x = _linear(d_proj.reshape(T * B, width), w_ih.t().contiguous()).view(T, B, -1)  # (T, B, I)
+    if want_ih or want_hh:
+        d_w_ih, d_w_hh = _weight_grads(grads, width, x2, out, h0, reverse, want_ih, want_hh)
+    return d_x, d_w_ih, d_w_hh
 
 
 def _weight_grads(
