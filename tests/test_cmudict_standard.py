@@ -205,3 +205,51 @@ def test_runs_with_other_vocabularies_are_refused_naming_both(files, runs, tmp_p
     with pytest.raises(ConfigError) as e:
         Translator([runs[0], other])
     assert str(runs[0]) in str(e.value) and str(other) in str(e.value) and "vocabular" in str(e.value)
+
+
+def test_evaluate_takes_a_length_penalty_and_scores_what_translate_gives(files, runs, capsys):
+    """``--length-penalty`` (declared once, on ``DecodeOptions``) reaches the search; the scores equal those of
+    ``Translator.translate`` with the same settings, scored by hand."""
+    import json
+
+    from rnnkit.cli import main
+
+    d, _, _ = files
+    path = str(d / "cmudict-0.7b.test")
+    test = read_cmudict(path, lower=True)
+    t = Translator(runs[0])
+    for lp in (0.0, 2.5):
+        scored = evaluate(runs[0], data_path=path, beam=3, length_penalty=lp)
+        outs = [o[0].text for o in t.translate(list(test), beam=3, length_penalty=lp)]
+        m = ErrorRates()
+        m.update([o.split() for o in outs], list(test.values()))
+        assert scored["length_penalty"] == lp and (scored["wer"], scored["per"]) == (m.compute()["wer"],
+                                                                                     m.compute()["per"])
+    assert evaluate(runs[0], data_path=path)["length_penalty"] == 1.0  # the run's
+    assert main(["evaluate", str(runs[0]), "--data", path, "--length-penalty", "0", "--beam", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["beam"], out["length_penalty"]) == (2, 0.0)
+    assert main(["evaluate", str(runs[0]), "--data", path, "--length-penalty", "-1"]) == 2
+    assert "--length-penalty: -1.0 is not allowed" in capsys.readouterr().err
+
+
+def test_the_sample_script_writes_a_split_with_every_pronunciation_once(files, runs, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cmudict_train_sample.py"
+    d, _, _ = files
+    data = Seq2SeqDataConfig(**json.loads((runs[0] / "config.json").read_text())["data"])
+    tr, va, _ = read_splits(data)
+    assert len(va.src) > 0 and len(set(tr.src)) < len(tr.src)  # some training words have two pronunciations
+    for split, part in (("valid", va), ("train", tr)):
+        out = tmp_path / f"{split}.test"
+        subprocess.run([sys.executable, str(script), str(runs[0]), "--split", split, "--words", "0", "--out",
+                        str(out)], check=True, capture_output=True)
+        lines = out.read_text(encoding="utf-8").splitlines()
+        assert len(lines) == len(set(lines))  # every pronunciation once
+        written = read_cmudict(out, lower=True)
+        expect = {w: sorted(refs) for w, refs in zip(part.src, part.refs)}
+        assert {w: sorted(" ".join(p) for p in ps) for w, ps in written.items()} == expect

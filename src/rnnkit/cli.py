@@ -34,10 +34,13 @@ def _shown(value: Any) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser, cls: type, title: str, section: str,
-                defaults: Optional[dict[str, str]] = None) -> None:
-    """One flag per user option declared on dataclass ``cls``; values land as ``SECTION.FIELD`` only when given."""
+                defaults: Optional[dict[str, str]] = None, only: Optional[Sequence[str]] = None) -> None:
+    """One flag per user option declared on dataclass ``cls`` (or the fields named in ``only``); values land
+    as ``SECTION.FIELD`` only when given."""
     group = parser.add_argument_group(title)
     for o in options.user_options(cls):
+        if only is not None and o.name not in only:
+            continue
         default = (defaults or {}).get(o.name, _shown(0 if o.spec.zero_is_none and o.default is None else o.default))
         kw: dict[str, Any] = {"dest": f"{section}.{o.name}", "default": argparse.SUPPRESS,
                               "help": f"{o.spec.help} [{default}]".replace("%", "%%")}

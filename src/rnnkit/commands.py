@@ -101,10 +101,10 @@ def add_parsers(sub) -> None:
     ev.add_argument("--encoding", help="text encoding [the run's]")
     ev.add_argument("--src", help="seq2seq: source file, line-aligned with --tgt")
     ev.add_argument("--tgt", help="seq2seq: reference file")
-    ev.add_argument("--beam", type=_positive_int, help="seq2seq: beam size [the run's]")
     ev.add_argument("--drop-stress", action="store_const", const=True,
                     help="seq2seq on CMUdict: score without stress digits (the standard test split has none)")
     ev.add_argument("--json", action="store_true", help="print one JSON object of metrics on stdout")
+    add_options(ev, DecodeOptions, "seq2seq decoding", "dec", only=("beam", "length_penalty"))
     _int8_flag(ev)
 
     ins = sub.add_parser("inspect", help="draw hidden units and gates of a language model over a text",
@@ -256,9 +256,12 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from rnnkit.cli import given as cli_given
+
     task = _task_of_runs(args.runs, "evaluate")
-    given = {k: getattr(args, k) for k in ("data", "format", "encoding", "src", "tgt", "beam", "drop_stress")
+    given = {k: getattr(args, k) for k in ("data", "format", "encoding", "src", "tgt", "drop_stress")
              if getattr(args, k) is not None}
+    given.update(cli_given(args, "dec"))
     wrong = sorted(set(given) - set(task.evaluate_options))
     if wrong:
         raise ConfigError(f"{args.runs[0]} is a run of the {task.name} task: "

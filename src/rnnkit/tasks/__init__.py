@@ -92,7 +92,7 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "(--format cmudict), with or without attention.",
          "rnnkit.tasks.seq2seq", "Seq2SeqDataConfig", "seq2seq", 10.0,
          ("translate", "chat", "evaluate", "serve", "export"),
-         evaluate_options=("data", "encoding", "src", "tgt", "beam", "drop_stress"), endpoint="translate",
+         evaluate_options=("data", "encoding", "src", "tgt", "beam", "length_penalty", "drop_stress"), endpoint="translate",
          vocabs=("src_vocab", "tgt_vocab"), ensembles=True),
 )}
 

@@ -690,13 +690,14 @@ def _strip(texts: Sequence[str]) -> list[list[str]]:
 def evaluate(run: str | Path | Sequence[str | Path], src: Optional[str] = None, tgt: Optional[str] = None,
              data_path: Optional[str] = None, beam: Optional[int] = None, encoding: Optional[str] = None,
              drop_stress: Optional[bool] = None, log: Callable[[str], None] = lambda message: None,
-             int8: bool = False) -> dict[str, Any]:
+             int8: bool = False, length_penalty: Optional[float] = None) -> dict[str, Any]:
     """Score a trained run (or an ensemble: several runs, see ``Translator``) on line-aligned ``src``/``tgt``
     files or a TSV file ``data_path``; a CMUdict run also reads ``data_path`` as a pronouncing dictionary
     (``cmudict.dict`` with ``word(2)`` variants, or the 0.7b test split with repeated words; any case):
     every word once, right when the output equals any of its pronunciations (see ``ErrorRates``).
 
-    ``drop_stress``: None scores as the run was trained; True scores a run that writes stress digits
+    ``beam`` and ``length_penalty``: None decodes with the run's.  ``drop_stress``: None scores as the run
+    was trained; True scores a run that writes stress digits
     without them (outputs and references stripped: ``AH0`` = ``AH``), e.g. on the stress-free standard
     test split.  ``ConfigError`` when the references and the run disagree about stress marking.
     """
@@ -724,6 +725,7 @@ def evaluate(run: str | Path | Sequence[str | Path], src: Optional[str] = None, 
         raise ConfigError("give --src and --tgt (line-aligned files), or --data FILE.tsv"
                           + (" or a pronouncing dictionary" if cmudict else ""))
     b = beam or d.beam
+    lp = d.length_penalty if length_penalty is None else length_penalty
     marked = False
     if cmudict:
         marked = any(ph[-1:].isdigit() for refs in split.refs or [] for r in refs for ph in r.split())
@@ -735,8 +737,7 @@ def evaluate(run: str | Path | Sequence[str | Path], src: Optional[str] = None, 
         if d.drop_stress and marked:  # the run writes none: its references lose theirs
             split.refs = [[" ".join(p) for p in _dedup(_strip(refs))] for refs in split.refs or []]
             split.tgt = [refs[0] for refs in split.refs]
-    scores, texts = _score(t.model, t.codec, split, cmudict, b, d.length_penalty, d.max_len_ratio,
-                           d.max_len_extra)
+    scores, texts = _score(t.model, t.codec, split, cmudict, b, lp, d.max_len_ratio, d.max_len_extra)
     if cmudict and strip and not d.drop_stress:  # a stress-marking run scored without stress
         rates = ErrorRates()
         rates.update(_strip(texts), [_strip(refs) for refs in split.refs or []])
@@ -744,7 +745,7 @@ def evaluate(run: str | Path | Sequence[str | Path], src: Optional[str] = None, 
         if not marked:  # the references have no stress: the model's NLL of them means nothing
             scores.update(loss=None, perplexity=None)
     return {"file": src or data_path, "runs": [str(r) for r in t.runs], "sentences": len(split.src), "beam": b,
-            "drop_stress": strip, **scores}
+            "length_penalty": lp, "drop_stress": strip, **scores}
 
 
 def _dedup(prons: list[list[str]]) -> list[list[str]]:
