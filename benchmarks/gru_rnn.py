@@ -14,6 +14,10 @@ both sides run the primitive).
     python benchmarks/gru_rnn.py --quick      # 32 steps, hidden 128 and 256, seconds
     python benchmarks/gru_rnn.py --repeats 3  # the whole measurement three times, each repeat's ratio kept
     RNNKIT_LSTM_SCAN=1 python benchmarks/gru_rnn.py --modes lstm --repeats 2 --out benchmarks/results/gru_rnn-lstm.json
+    python benchmarks/gru_rnn.py --python-loops   # a third contestant: rnnkit with the scan's loops in Python
+
+``--python-loops`` times rnnkit a second time with ``rnnkit.nn.compiled`` off (the scan's time loops in
+Python instead of C++), interleaved with the other two, and reports the compiled loops' speed over it.
 
 Each shape runs unidirectional and bidirectional.  With ``--repeats N`` every shape's ratio is
 also given per repeat and as the least of them (``ratio.min``); ``summary`` holds, for training
@@ -31,8 +35,22 @@ TWINS = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM, "rnn_tanh": torch.nn.RNN, "
 KINDS = ("train", "inference")
 
 
+def python_loops(go):
+    """``go`` with the scan's time loops in Python (``rnnkit.nn.compiled`` off)."""
+    from rnnkit.nn import compiled
+
+    def run():
+        was = compiled.USE
+        compiled.set_compiled(False)
+        try:
+            go()
+        finally:
+            compiled.set_compiled(was)
+    return run
+
+
 def measure(mode: str, batch: int, seq: int, embed: int, hidden: int, layers: int, bidirectional: bool,
-            rounds: int) -> dict:
+            rounds: int, with_python: bool = False) -> dict:
     """One measurement of one shape: the outputs' largest difference and a :func:`timings` per kind."""
     torch.manual_seed(0)
     ours = Recurrent(mode, embed, hidden, num_layers=layers, bidirectional=bidirectional)
@@ -57,7 +75,10 @@ def measure(mode: str, batch: int, seq: int, embed: int, hidden: int, layers: in
     names = {"rnnkit": ours, "torch": theirs}
     result = {"max_abs_diff_outputs": max_diff}
     for kind, make in zip(KINDS, (train, infer)):
-        result[kind] = timings({k: make(m) for k, m in names.items()}, rounds)
+        fns = {k: make(m) for k, m in names.items()}
+        if with_python:
+            fns["python_loops"] = python_loops(make(ours))
+        result[kind] = timings(fns, rounds)
     return result
 
 
@@ -69,8 +90,13 @@ def summarize(mode: str, shape: dict, runs: list[dict]) -> dict:
     for kind in KINDS:
         t = [r[kind] for r in runs]
         ratio = repeated_ratio(t, "rnnkit", "torch")
-        row[kind] = {"tokens_per_s": {k: round(tokens / pooled_median(t, k)) for k in ("rnnkit", "torch")},
+        names = [k for k in ("rnnkit", "torch", "python_loops") if k in t[0]["contestants"]]
+        row[kind] = {"tokens_per_s": {k: round(tokens / pooled_median(t, k)) for k in names},
                      "ratio_rnnkit_vs_torch": round(ratio["median"], 3), "ratio": ratio, "timings": t}
+        if "python_loops" in names:
+            loops = repeated_ratio(t, "rnnkit", "python_loops")
+            row[kind]["ratio_compiled_vs_python_loops"] = round(loops["median"], 3)
+            row[kind]["ratio_loops"] = loops
     return row
 
 
@@ -89,6 +115,8 @@ def label(r: dict) -> str:
 def main() -> None:
     ap = parser(__doc__, repeats=True)
     ap.add_argument("--modes", nargs="+", default=["gru", "rnn_tanh"], choices=sorted(TWINS))
+    ap.add_argument("--python-loops", action="store_true",
+                    help="also time rnnkit with the scan's loops in Python (rnnkit.nn.compiled off)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -100,7 +128,7 @@ def main() -> None:
     runs: list[list[dict]] = [[] for _ in points]
     for _ in range(args.repeats):  # the whole sweep again, so that repeats of a shape lie minutes apart
         for i, (mode, p) in enumerate(points):
-            runs[i].append(measure(mode, **p))
+            runs[i].append(measure(mode, **p, with_python=args.python_loops))
     results = [summarize(mode, dict(batch=p["batch"], seq_len=p["seq"], embed=p["embed"], hidden=p["hidden"],
                                     layers=p["layers"], bidirectional=p["bidirectional"]), r)
                for (mode, p), r in zip(points, runs)]
@@ -115,6 +143,11 @@ def main() -> None:
               f"{show_spread(tr['ratio']['per_round']):>17}   {inf['tokens_per_s']['rnnkit']:>18,} "
               f"{inf['tokens_per_s']['torch']:>8,} {show_spread(inf['ratio']['per_round']):>17}  "
               f"{r['max_abs_diff_outputs']:.1e}")
+    if args.python_loops:
+        print("\nthe compiled loops' speed over the Python loops, median of the per-round ratios [min-max]")
+        for r in results:
+            print(f"{r['mode']:9} {label(r):22} train {show_spread(r['train']['ratio_loops']['per_round']):>17}   "
+                  f"inference {show_spread(r['inference']['ratio_loops']['per_round']):>17}")
     if args.repeats > 1:
         print("\neach repeat's ratio (median of its rounds), and the least of them")
         for r in results:

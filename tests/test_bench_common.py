@@ -156,7 +156,7 @@ def test_write_report_records_the_environment(tmp_path, monkeypatch, capsys):
     assert env["start"]["load_average"] == [0.2, 0.3, 0.4] and env["end"]["load_average"] == [0.2, 0.3, 0.4]
     assert env["start"]["utc"].endswith("+00:00")
     assert env["rnnkit_env"]["RNNKIT_SOME_SWITCH"] == "1"
-    assert env["rnnkit_kernel_choices"].keys() == {"onednn_matmul", "lstm_scan"}
+    assert env["rnnkit_kernel_choices"].keys() == {"onednn_matmul", "lstm_scan", "compiled_loops"}
     assert env["torch"] == torch.__version__ and env["torch_threads"] == torch.get_num_threads()
     assert env["warnings"] == []
     assert isinstance(env["cpu_model"], str) and env["cpu_model"]

@@ -10,6 +10,7 @@ import torch
 import rnnkit
 import rnnkit.nn.recurrent as recurrent_module
 import rnnkit.nn.onednn as onednn_module
+import rnnkit.nn.compiled as compiled_module
 import rnnkit.nn.scan as scan_module
 from rnnkit.nn import Recurrent, State
 from rnnkit.nn.dropout import dropout
@@ -363,8 +364,103 @@ def test_lstm_scan_switch_from_the_environment_and_the_run_record(monkeypatch):
     assert outs == ["False", "True"]
     monkeypatch.setattr(scan_module, "LSTM_SCAN", True)
     monkeypatch.setattr(onednn_module, "_FASTER", False)
-    assert onednn_module.kernel_choices() == {"onednn_matmul": False, "lstm_scan": True}
+    monkeypatch.setattr(compiled_module, "USE", True)
+    assert onednn_module.kernel_choices() == {"onednn_matmul": False, "lstm_scan": True, "compiled_loops": True}
     onednn_module.apply_kernel_choices({"onednn_matmul": False})  # recorded before the scan existed: off
     assert scan_module.LSTM_SCAN is False
     onednn_module.apply_kernel_choices({"onednn_matmul": False, "lstm_scan": True})
     assert scan_module.LSTM_SCAN is True
+
+
+def _layer_run(mode, dtype, reverse, masked, with_bias, compiled_on, seed=0):
+    """Outputs and every gradient of one LSTM or GRU scan layer, with its loops compiled or in Python."""
+    from rnnkit.nn import compiled
+
+    g = torch.Generator().manual_seed(seed)
+    T, B, I, H = 7, 5, 6, 8
+    G = 4 if mode == "lstm" else 3
+    shapes = ((T, B, I), (B, H)) + (((B, H),) if mode == "lstm" else ()) + ((G * H, I), (G * H, H), (G * H,), (G * H,))
+    args = [torch.randn(shape, generator=g, dtype=dtype).requires_grad_() for shape in shapes]
+    if not with_bias:
+        args[-2:] = [None, None]
+    keep = None
+    if masked:
+        lengths = torch.tensor([7, 3, 1, 5, 7])
+        keep = torch.arange(T).unsqueeze(1) < lengths.unsqueeze(0)
+    was = compiled.USE
+    compiled.set_compiled(compiled_on)
+    try:
+        if mode == "lstm":
+            out, c_n = lstm_scan_layer(*args, keep=keep, reverse=reverse)
+        else:
+            out, c_n = scan_layer(mode, *args, keep=keep, reverse=reverse), torch.zeros(())
+    finally:
+        compiled.set_compiled(was)
+    w_out = torch.randn(out.shape, generator=g, dtype=dtype)
+    w_c = torch.randn(c_n.shape, generator=g, dtype=dtype)
+    ((out * w_out).sum() + (c_n * w_c).sum()).backward()
+    return [out.detach(), c_n.detach()] + [a.grad for a in args if a is not None]
+
+
+def _need_compiled():
+    from rnnkit.nn import compiled
+
+    if os.environ.get("RNNKIT_COMPILED") == "0":
+        pytest.skip("RNNKIT_COMPILED=0")
+    if not compiled.load():
+        if os.environ.get("RNNKIT_REQUIRE_COMPILED") == "1":
+            pytest.fail(f"the compiled LSTM loops did not build: {compiled.build_error()}")
+        pytest.skip(f"the compiled LSTM loops did not build here: {compiled.build_error()}")
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_compiled_loops_equal_the_python_loops(mode, dtype, reverse, masked, with_bias):
+    """Outputs, final states and the gradients of every input, state and weight."""
+    _need_compiled()
+    ours = _layer_run(mode, dtype, reverse, masked, with_bias, True)
+    python = _layer_run(mode, dtype, reverse, masked, with_bias, False)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for a, b in zip(ours, python):
+        assert torch.allclose(a, b, rtol=tol, atol=tol), (a - b).abs().max()
+
+
+def test_compiled_loops_are_used_and_recorded(monkeypatch):
+    """Where built, the LSTM and GRU scans run the compiled loops (the Python loops are not entered), and the
+    run record says which loops ran; RNNKIT_COMPILED=0 in the environment turns them off."""
+    from rnnkit.nn import compiled
+    from rnnkit.nn import scan as scan_module
+
+    _need_compiled()
+    entered = []
+    monkeypatch.setattr(scan_module, "_lstm_backward_loop", lambda *a: entered.append(1))
+    monkeypatch.setattr(scan_module, "_Projection", lambda *a: entered.append(1))
+    for mode in ("lstm", "gru"):
+        ours = _layer_run(mode, torch.float64, False, True, True, True)
+        assert not entered and all(torch.isfinite(t).all() for t in ours)
+    assert onednn_module.kernel_choices()["compiled_loops"] is True
+    monkeypatch.setattr(compiled, "USE", False)
+    assert onednn_module.kernel_choices()["compiled_loops"] is False
+    onednn_module.apply_kernel_choices({"onednn_matmul": False, "lstm_scan": False, "compiled_loops": True})
+    assert compiled.USE is True
+    onednn_module.apply_kernel_choices({"onednn_matmul": False, "lstm_scan": False})  # an older run: Python loops
+    assert compiled.USE is False
+    code = "from rnnkit.nn import compiled; print(compiled.USE)"
+    src = str(Path(rnnkit.__file__).parents[1])
+    env = dict(os.environ, RNNKIT_COMPILED="0",
+               PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_loading_the_compiled_loops_leaves_the_floating_point_mode_alone():
+    """They are compiled with -ffast-math for a vectorised exp; linked with it, the library would switch the whole
+    process to flush denormals to zero on load."""
+    from rnnkit.nn import compiled
+
+    _need_compiled()
+    assert compiled.load()
+    tiny = torch.tensor([1e-39]) * 0.5  # a float32 denormal
+    assert tiny.item() != 0.0 and torch.tensor([1e-310], dtype=torch.float64).mul(0.5).item() != 0.0

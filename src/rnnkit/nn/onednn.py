@@ -95,19 +95,21 @@ def set_onednn_matmul(use: Optional[bool]) -> None:
 
 def kernel_choices() -> dict[str, bool]:
     """The kernel choices in force that change numbers, as a run folder records them."""
-    from rnnkit.nn import scan
+    from rnnkit.nn import compiled, scan
 
-    return {"onednn_matmul": onednn_is_faster(), "lstm_scan": scan.LSTM_SCAN}
+    return {"onednn_matmul": onednn_is_faster(), "lstm_scan": scan.LSTM_SCAN, "compiled_loops": compiled.USE}
 
 
 def apply_kernel_choices(choices: dict) -> None:
     """Re-apply choices recorded by :func:`kernel_choices` (unknown keys are ignored; a missing
-    ``lstm_scan``, from a run folder older than the LSTM scan, means it was off)."""
-    from rnnkit.nn import scan
+    ``lstm_scan`` or ``compiled_loops``, from a run folder older than the LSTM scan or its compiled
+    loops, means off)."""
+    from rnnkit.nn import compiled, scan
 
     if "onednn_matmul" in choices:
         set_onednn_matmul(choices["onednn_matmul"])
     scan.set_lstm_scan(bool(choices.get("lstm_scan", False)))
+    compiled.set_compiled(bool(choices.get("compiled_loops", False)))
 
 
 def _machine_key() -> str:

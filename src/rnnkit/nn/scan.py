@@ -114,11 +114,23 @@ class Scan(torch.autograd.Function):
         keeps = None if keep is None else keep.unbind(0)  # T x (B, 1)
         minus_one = x.new_full((), -1.0)
         h = h0
+        ctx.mode, ctx.reverse, ctx.has_bias = mode, reverse, b_ih is not None
+        ctx.compiled = mode == "gru" and _compiled(x) and T > 0
         if mode == "gru":
             # the n block doubled (exact), so that n = tanh(a) = 2 sigmoid(2a) - 1 takes a sigmoid
             w_ih2, w_hh2 = _double_n(w_ih, H), _double_n(w_hh, H)
             b_ih2 = None if b_ih is None else _double_n(b_ih, H)
             b_hh2 = None if b_hh is None else _double_n(b_hh, H)
+        if ctx.compiled:  # the loop in C++ (rnnkit.nn.compiled): one fused element-wise pass a step
+            steps = max(1, PROJECTION_BLOCK_BYTES // (B * 3 * H * x.element_size()))
+            x2 = x2.contiguous()
+            out, gates_all, ns = torch.ops.rnnkit_scan.gru_forward(
+                x2, h0, w_ih2, w_hh2, b_ih2, b_hh2, None if keep is None else keep.squeeze(2), reverse,
+                train, _onednn(x2, steps * B * I * 3 * H), _onednn(h0, B * H * 3 * H), steps)
+            if train:
+                ctx.save_for_backward(x2, h0, w_ih, w_hh, keep, out, ns, gates_all)
+            return out
+        if mode == "gru":
             proj = _Projection(x2, w_ih2, b_ih2, B, (2 * H, H))  # per step [x_r | x_z], 2 x_n
             ns = x.new_empty(T if train else 1, B, H)  # n of every step
             ns_ = ns.unbind(0)
@@ -156,7 +168,6 @@ class Scan(torch.autograd.Function):
                 h = o
             if train:
                 ctx.save_for_backward(x2, h0, w_ih, w_hh, keep, out)
-        ctx.mode, ctx.reverse, ctx.has_bias = mode, reverse, b_ih is not None
         return out
 
     @staticmethod
@@ -175,32 +186,37 @@ class Scan(torch.autograd.Function):
             # block H:4H and d of the hidden matmul the block 0:3H, its gates in the order n, r, z
             grads = _SPARE.take((T, B, 4 * H), out)
             w_nrz_t = _nrz(w_hh, H).t().contiguous()  # (H, 3H)
-            d_hns, d_rs, d_zs, d_ns = (b.unbind(0) for b in grads.split(H, 2))  # 4 x T x (B, H)
-            d_hiddens, ns_ = grads[..., : 3 * H].unbind(0), ns.unbind(0)
-            direct, dz, dn = (out.new_empty(B, H) for _ in range(3))
-            # the hidden matmul's input, contiguous: a step's block of `grads` is strided (4H a row),
-            # and the matmul would otherwise copy it into fresh memory every step
-            d_hidden_t = out.new_empty(B, 3 * H)
-            zero = out.new_zeros(())
-            for i in range(T - 1, -1, -1):
-                t = order[i]
-                n, d_hn, d_r, d_z, d_n = ns_[t], d_hns[t], d_rs[t], d_zs[t], d_ns[t]
-                hp = h0 if i == 0 else outs[order[i - 1]]  # the state step t started from
-                r, z, hn2 = gates[t].split(H, 1)
-                dhk = dh if keeps is None else dh * keeps[t]  # no gradient where the state froze
-                torch.mul(dhk, z, out=direct)  # dh * z: the direct path to h_prev
-                torch.sub(hp, n, out=dz).mul_(dhk)  # d z = dh * (h - n)
-                torch.sub(dhk, direct, out=dn)  # d n = dh * (1 - z)
-                _aten.tanh_backward.grad_input(dn, n, grad_input=d_n)  # d x_n = d n * (1 - n^2)
-                torch.addcmul(zero, d_n, hn2, value=0.5, out=dn)  # d r = d x_n * hn
-                torch.mul(d_n, r, out=d_hn)  # d hn = d x_n * r
-                _aten.sigmoid_backward.grad_input(dn, r, grad_input=d_r)  # d x_r = d r * r * (1 - r)
-                _aten.sigmoid_backward.grad_input(dz, z, grad_input=d_z)  # d x_z = d z * z * (1 - z)
-                if keeps is not None:  # where the state froze, all of dh goes straight back
-                    direct.add_(dh).sub_(dhk)
-                # d h_prev = direct + [d hn | d x_r | d x_z] W_hh[n, r, z] (+ the output's own gradient there)
-                into = direct if i == 0 else torch.add(d_outs[order[i - 1]], direct)
-                dh = _linear(d_hidden_t.copy_(d_hiddens[t]), w_nrz_t, add=into)
+            if ctx.compiled:
+                dh = torch.ops.rnnkit_scan.gru_backward(
+                    d_out.contiguous(), gates[0], ns, out, h0, w_nrz_t, None if keep is None else keep.squeeze(2),
+                    grads, reverse, _onednn(out, B * 3 * H * H))
+            else:
+                d_hns, d_rs, d_zs, d_ns = (b.unbind(0) for b in grads.split(H, 2))  # 4 x T x (B, H)
+                d_hiddens, ns_ = grads[..., : 3 * H].unbind(0), ns.unbind(0)
+                direct, dz, dn = (out.new_empty(B, H) for _ in range(3))
+                # the hidden matmul's input, contiguous: a step's block of `grads` is strided (4H a row),
+                # and the matmul would otherwise copy it into fresh memory every step
+                d_hidden_t = out.new_empty(B, 3 * H)
+                zero = out.new_zeros(())
+                for i in range(T - 1, -1, -1):
+                    t = order[i]
+                    n, d_hn, d_r, d_z, d_n = ns_[t], d_hns[t], d_rs[t], d_zs[t], d_ns[t]
+                    hp = h0 if i == 0 else outs[order[i - 1]]  # the state step t started from
+                    r, z, hn2 = gates[t].split(H, 1)
+                    dhk = dh if keeps is None else dh * keeps[t]  # no gradient where the state froze
+                    torch.mul(dhk, z, out=direct)  # dh * z: the direct path to h_prev
+                    torch.sub(hp, n, out=dz).mul_(dhk)  # d z = dh * (h - n)
+                    torch.sub(dhk, direct, out=dn)  # d n = dh * (1 - z)
+                    _aten.tanh_backward.grad_input(dn, n, grad_input=d_n)  # d x_n = d n * (1 - n^2)
+                    torch.addcmul(zero, d_n, hn2, value=0.5, out=dn)  # d r = d x_n * hn
+                    torch.mul(d_n, r, out=d_hn)  # d hn = d x_n * r
+                    _aten.sigmoid_backward.grad_input(dn, r, grad_input=d_r)  # d x_r = d r * r * (1 - r)
+                    _aten.sigmoid_backward.grad_input(dz, z, grad_input=d_z)  # d x_z = d z * z * (1 - z)
+                    if keeps is not None:  # where the state froze, all of dh goes straight back
+                        direct.add_(dh).sub_(dhk)
+                    # d h_prev = direct + [d hn | d x_r | d x_z] W_hh[n, r, z] (+ the output's own gradient there)
+                    into = direct if i == 0 else torch.add(d_outs[order[i - 1]], direct)
+                    dh = _linear(d_hidden_t.copy_(d_hiddens[t]), w_nrz_t, add=into)
             d_hidden = grads[..., : 3 * H]  # (T, B, 3H): d (W_hh h + b_hh), gates n, r, z
             d_proj = grads[..., H:]  # (T, B, 3H): d (W_ih x + b_ih), gates r, z, n
         else:
@@ -274,12 +290,22 @@ class LSTMScan(torch.autograd.Function):
         T, B, I = x.shape
         H = w_hh.shape[1]
         train = any(ctx.needs_input_grad[:7])
-        x2 = x.reshape(T * B, I)
+        x2 = x.reshape(T * B, I).contiguous()
         h0, c0 = h0.contiguous(), c0.contiguous()
         order = range(T - 1, -1, -1) if reverse else range(T)
         w_ih2, w_hh2 = _double_g(w_ih, H), _double_g(w_hh, H)
         b_ih2 = None if b_ih is None else _double_g(b_ih, H)
         b_hh2 = None if b_hh is None else _double_g(b_hh, H)
+        ctx.reverse, ctx.has_bias = reverse, b_ih is not None
+        ctx.compiled = _compiled(x) and T > 0
+        if ctx.compiled:  # the same loop in C++ (rnnkit.nn.compiled): one fused element-wise pass a step
+            steps = max(1, PROJECTION_BLOCK_BYTES // (B * 4 * H * x.element_size()))
+            out, c_n, gates, cs, tcs = torch.ops.rnnkit_scan.lstm_forward(
+                x2, h0, c0, w_ih2, w_hh2, b_ih2, b_hh2, None if keep is None else keep.squeeze(2), reverse, train,
+                _onednn(x2, steps * B * I * 4 * H), _onednn(h0, B * H * 4 * H), steps)
+            if train:
+                ctx.save_for_backward(x2, h0, c0, w_ih, w_hh, keep, out, cs, tcs, gates)
+            return out, c_n
         proj = _Projection(x2, w_ih2, b_ih2, B, (4 * H,))
         out = x.new_empty(T, B, H)
         outs = out.unbind(0)
@@ -287,14 +313,15 @@ class LSTMScan(torch.autograd.Function):
         kept = T if train else 2  # inference: two c buffers in turn
         cs, tcs = x.new_empty(kept, B, H), x.new_empty(T if train else 1, B, H)
         cs_, tcs_ = cs.unbind(0), tcs.unbind(0)
-        gates: list[Tensor] = [None] * T if train else []  # type: ignore[list-item]
+        gates = x.new_empty(T if train else 1, B, 4 * H)  # every step's activated gates
+        gates_ = gates.unbind(0)
         minus_one = x.new_full((), -1.0)
         h, c = h0, c0
         for k, t in enumerate(order):
             c_new = cs_[t] if train else cs_[k % 2]
             tc = tcs_[t if train else 0]
-            a = _linear(h, w_hh2, b_hh2, add=proj[t][0]).sigmoid_()  # (B, 4H): [i | f | sigmoid(2 a_g) | o]
-            i, f, g, o = a.split(H, 1)
+            a = torch.sigmoid(_linear(h, w_hh2, b_hh2, add=proj[t][0]), out=gates_[t if train else 0])
+            i, f, g, o = a.split(H, 1)  # (B, H) each: [i | f | sigmoid(2 a_g) | o], then g = tanh(a_g)
             torch.add(minus_one, g, alpha=2, out=g)  # g = tanh(a_g)
             torch.mul(f, c, out=c_new).addcmul_(i, g)  # c' = f c + i g
             torch.tanh(c_new, out=tc)
@@ -302,56 +329,26 @@ class LSTMScan(torch.autograd.Function):
             if keeps is not None:
                 torch.where(keeps[t], outs[t], h, out=outs[t])
                 torch.where(keeps[t], c_new, c, out=c_new)
-            if train:
-                gates[t] = a
             h, c = outs[t], c_new
         c_n = c.clone()
         if train:
-            ctx.save_for_backward(x2, h0, c0, w_ih, w_hh, keep, out, cs, tcs, *gates)
-        ctx.reverse, ctx.has_bias = reverse, b_ih is not None
+            ctx.save_for_backward(x2, h0, c0, w_ih, w_hh, keep, out, cs, tcs, gates)
         return out, c_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, d_cn):  # (T, B, H), (B, H)
-        x2, h0, c0, w_ih, w_hh, keep, out, cs, tcs, *gates = ctx.saved_tensors
+        x2, h0, c0, w_ih, w_hh, keep, out, cs, tcs, gates = ctx.saved_tensors
         reverse = ctx.reverse
         T, B, H = out.shape
-        order = range(T - 1, -1, -1) if reverse else range(T)
-        d_outs, cs_, tcs_ = d_out.unbind(0), cs.unbind(0), tcs.unbind(0)
-        keeps = None if keep is None else keep.unbind(0)
         grads = _SPARE.take((T, B, 4 * H), out)  # d of each step's pre-activations, gates i, f, g, o
-        grads_ = grads.unbind(0)
         w_t = w_hh.t().contiguous()  # (H, 4H)
-        dh = d_outs[order[-1]]
-        dc = d_cn.contiguous()  # autograd passes zeros for an output that was not used
-        tmp, dc_all = out.new_empty(B, H), out.new_empty(B, H)
-        for k in range(T - 1, -1, -1):
-            t = order[k]
-            i, f, g, o = gates[t].split(H, 1)
-            d_i, d_f, d_g, d_o = grads_[t].split(H, 1)
-            c_prev = c0 if k == 0 else cs_[order[k - 1]]
-            tc = tcs_[t]
-            dhk, dck = (dh, dc) if keeps is None else (dh * keeps[t], dc * keeps[t])
-            torch.mul(dhk, tc, out=tmp)
-            _aten.sigmoid_backward.grad_input(tmp, o, grad_input=d_o)  # d a_o = dh tanh(c) o (1 - o)
-            torch.mul(dhk, o, out=tmp)
-            _aten.tanh_backward.grad_input(tmp, tc, grad_input=dc_all)  # dh o (1 - tanh(c)^2)
-            dc_all.add_(dck)  # d c' in all
-            torch.mul(dc_all, g, out=tmp)
-            _aten.sigmoid_backward.grad_input(tmp, i, grad_input=d_i)  # d a_i = dc g i (1 - i)
-            torch.mul(dc_all, i, out=tmp)
-            _aten.tanh_backward.grad_input(tmp, g, grad_input=d_g)  # d a_g = dc i (1 - g^2)
-            torch.mul(dc_all, c_prev, out=tmp)
-            _aten.sigmoid_backward.grad_input(tmp, f, grad_input=d_f)  # d a_f = dc c f (1 - f)
-            dc_new = dc_all.mul(f)  # d c = dc' f
-            into = None if k == 0 else d_outs[order[k - 1]]
-            if keeps is not None:  # where the state froze, all of dh and dc go straight back
-                dc_new.add_(dc).sub_(dck)
-                frozen = dh - dhk
-                into = frozen if into is None else frozen.add_(into)
-            dh = _linear(grads_[t], w_t, add=into)  # d h = [d a_i | d a_f | d a_g | d a_o] W_hh
-            dc = dc_new
+        if ctx.compiled:
+            dh, dc = torch.ops.rnnkit_scan.lstm_backward(
+                d_out.contiguous(), d_cn, gates, cs, tcs, c0, w_t, None if keep is None else keep.squeeze(2),
+                grads, reverse, _onednn(out, B * 4 * H * H))
+        else:
+            dh, dc = _lstm_backward_loop(d_out, d_cn, gates, cs, tcs, c0, w_t, keep, grads, reverse)
         need = ctx.needs_input_grad
         d_b_ih = d_b_hh = None
         d_x, d_w_ih, d_w_hh = _input_and_weight_grads(grads, grads, x2, w_ih, out, h0, reverse,
@@ -362,6 +359,55 @@ class LSTMScan(torch.autograd.Function):
         _SPARE.give(grads)
         return (d_x, (dh if need[1] else None), (dc if need[2] else None),
                 d_w_ih, d_w_hh, d_b_ih, d_b_hh, None, None)
+
+
+def _lstm_backward_loop(d_out: Tensor, d_cn: Tensor, gates: Tensor, cs: Tensor, tcs: Tensor, c0: Tensor, w_t: Tensor,
+                        keep: Optional[Tensor], grads: Tensor, reverse: bool) -> tuple[Tensor, Tensor]:
+    """``LSTMScan``'s backward time loop in Python: fills ``grads`` ``(T, B, 4H)``, returns ``(d h0, d c0)``."""
+    T, B, H = d_out.shape
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    d_outs, cs_, tcs_, gates = d_out.unbind(0), cs.unbind(0), tcs.unbind(0), gates.unbind(0)
+    keeps = None if keep is None else keep.unbind(0)
+    grads_ = grads.unbind(0)
+    dh = d_outs[order[-1]]
+    dc = d_cn.contiguous()  # autograd passes zeros for an output that was not used
+    tmp, dc_all = d_out.new_empty(B, H), d_out.new_empty(B, H)
+    for k in range(T - 1, -1, -1):
+        t = order[k]
+        i, f, g, o = gates[t].split(H, 1)
+        d_i, d_f, d_g, d_o = grads_[t].split(H, 1)
+        c_prev = c0 if k == 0 else cs_[order[k - 1]]
+        tc = tcs_[t]
+        dhk, dck = (dh, dc) if keeps is None else (dh * keeps[t], dc * keeps[t])
+        torch.mul(dhk, tc, out=tmp)
+        _aten.sigmoid_backward.grad_input(tmp, o, grad_input=d_o)  # d a_o = dh tanh(c) o (1 - o)
+        torch.mul(dhk, o, out=tmp)
+        _aten.tanh_backward.grad_input(tmp, tc, grad_input=dc_all)  # dh o (1 - tanh(c)^2)
+        dc_all.add_(dck)  # d c' in all
+        torch.mul(dc_all, g, out=tmp)
+        _aten.sigmoid_backward.grad_input(tmp, i, grad_input=d_i)  # d a_i = dc g i (1 - i)
+        torch.mul(dc_all, i, out=tmp)
+        _aten.tanh_backward.grad_input(tmp, g, grad_input=d_g)  # d a_g = dc i (1 - g^2)
+        torch.mul(dc_all, c_prev, out=tmp)
+        _aten.sigmoid_backward.grad_input(tmp, f, grad_input=d_f)  # d a_f = dc c f (1 - f)
+        dc_new = dc_all.mul(f)  # d c = dc' f
+        into = None if k == 0 else d_outs[order[k - 1]]
+        if keeps is not None:  # where the state froze, all of dh and dc go straight back
+            dc_new.add_(dc).sub_(dck)
+            frozen = dh - dhk
+            into = frozen if into is None else frozen.add_(into)
+        dh = _linear(grads_[t], w_t, add=into)  # d h = [d a_i | d a_f | d a_g | d a_o] W_hh
+        dc = dc_new
+    return dh, dc
+
+
+def _compiled(x: Tensor) -> bool:
+    """Whether the LSTM scan of ``x`` runs its loops compiled (``rnnkit.nn.compiled``): float32/64 on CPU."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    from rnnkit.nn import compiled
+
+    return compiled.available()
 
 
 class _Projection:
