@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -464,3 +465,26 @@ def test_loading_the_compiled_loops_leaves_the_floating_point_mode_alone():
     assert compiled.load()
     tiny = torch.tensor([1e-39]) * 0.5  # a float32 denormal
     assert tiny.item() != 0.0 and torch.tensor([1e-310], dtype=torch.float64).mul(0.5).item() != 0.0
+
+
+def test_a_stale_build_lock_is_cleared_and_a_failed_build_falls_back(monkeypatch, tmp_path, capsys):
+    """A lock left by a killed build would make every later process wait forever; a build that cannot run
+    (here: no ninja on PATH) leaves the Python loops on, with the reason."""
+    from rnnkit.nn import compiled
+
+    monkeypatch.setenv("RNNKIT_BUILD_DIR", str(tmp_path))
+    monkeypatch.setattr(compiled, "_LOADED", compiled._UNTRIED)
+    monkeypatch.setattr(compiled, "_ERROR", None)
+    where = tmp_path / compiled._name()
+    where.mkdir()
+    (where / "lock").write_text("")
+    old = time.time() - 2 * compiled.STALE_LOCK_SECONDS
+    os.utime(where / "lock", (old, old))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler, no ninja
+    assert compiled.load() is False and not (where / "lock").exists()
+    assert compiled.build_error() and "Python loops" in capsys.readouterr().err
+    monkeypatch.setattr(compiled, "USE", True)
+    assert compiled.available() is False
+    out = _layer_run("gru", torch.float64, False, False, True, True)  # falls back: same as the Python loops
+    python = _layer_run("gru", torch.float64, False, False, True, False)
+    assert all(torch.equal(a, b) for a, b in zip(out, python))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +29,7 @@ import torch
 
 _SOURCE = Path(__file__).parent / "csrc" / "scan.cpp"
 _FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-Wno-unused-function"]  # fast-math: vectorised exp
+STALE_LOCK_SECONDS = 600  # a build holds its lock for seconds to a couple of minutes
 _UNTRIED = object()
 _LOADED: object = _UNTRIED  # True once the library is loaded, False when it cannot be
 _ERROR: Optional[str] = None
@@ -65,6 +67,9 @@ def load() -> bool:
             name = _name()
             where = build_dir() / name
             where.mkdir(parents=True, exist_ok=True)
+            lock = where / "lock"  # torch's build lock: one left by a build that was killed would block forever
+            if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+                lock.unlink(missing_ok=True)
             if not any(where.glob(f"{name}*.so")):
                 print("rnnkit: building the LSTM scan's compiled loops for this machine (once; about a minute)",
                       file=sys.stderr, flush=True)
