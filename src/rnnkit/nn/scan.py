@@ -25,6 +25,10 @@ torch 2.13, AVX-512 AMD CPU; see ``benchmarks/gru_rnn.py``):
   (``_Projection``) and backward's scratch buffers are kept from one backward to
   the next (``_Spare``; ``free_spares()`` lets them go).
 
+* Python dispatch: where ``rnnkit.nn.compiled`` is built, the GRU and LSTM time loops (forward and
+  backward) run in C++ with the same product calls and one fused element-wise pass a step; the
+  Python loops below remain the reference and the fallback.
+
 The equations are PyTorch's (``torch.nn.GRU``, gates r, z, n):
 
     r = sigmoid(W_ir x + b_ir + W_hr h + b_hr),  z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
