@@ -206,7 +206,7 @@ def _run_benchmark(script, tmp_path, *extra):
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run([sys.executable, f"benchmarks/{script}.py", "--quick", "--threads", "1", *extra,
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(out.read_text()), proc.stdout
 
@@ -218,7 +218,7 @@ def check_repeated_ratio(ratio, repeats):
 
 
 def test_gru_rnn_quick_with_repeats(tmp_path):
-    report, stdout = _run_benchmark("gru_rnn", tmp_path, "--repeats", "2")
+    report, stdout = _run_benchmark("gru_rnn", tmp_path, "--repeats", "2", "--python-loops")
     assert report["repeats"] == 2 and len(report["results"]) == 8
     for row in report["results"]:
         assert row["repeats"] == 2 and row["rounds"] == 3
@@ -230,14 +230,16 @@ def test_gru_rnn_quick_with_repeats(tmp_path):
             for t in k["timings"]:
                 assert len(t["contestants"]["rnnkit"]["seconds"]) == 3
                 assert len(t["ratios"]["rnnkit"]["torch"]["per_round"]) == 3
-            assert set(k["tokens_per_s"]) == {"rnnkit", "torch"}
+            assert set(k["tokens_per_s"]) == {"rnnkit", "torch", "python_loops"}
+            check_repeated_ratio(k["ratio_loops"], repeats=2)  # the compiled loops over the Python loops
+            assert k["ratio_compiled_vs_python_loops"] == round(k["ratio_loops"]["median"], 3)
     for kind in ("train", "inference"):
         s = report["summary"][kind]
         assert s["min_ratio_of_repeats"] == min(r[kind]["ratio"]["min"] for r in report["results"])
         assert s["min_ratio_of_rounds"] <= s["min_ratio_of_repeats"]
     env = report["environment"]
     assert ENVIRONMENT_KEYS <= set(env) and "--repeats" in env["command"]
-    assert "[" in stdout and "each repeat's ratio" in stdout
+    assert "[" in stdout and "each repeat's ratio" in stdout and "over the Python loops" in stdout
 
 
 def test_generation_quick_reports_the_spread(tmp_path):

@@ -373,7 +373,7 @@ def test_lstm_scan_switch_from_the_environment_and_the_run_record(monkeypatch):
     assert scan_module.LSTM_SCAN is True
 
 
-def _layer_run(mode, dtype, reverse, masked, with_bias, compiled_on, seed=0):
+def _layer_run(mode, dtype, reverse, masked, with_bias, compiled_on, seed=0, backward=True):
     """Outputs and every gradient of one LSTM or GRU scan layer, with its loops compiled or in Python."""
     from rnnkit.nn import compiled
 
@@ -397,6 +397,8 @@ def _layer_run(mode, dtype, reverse, masked, with_bias, compiled_on, seed=0):
             out, c_n = scan_layer(mode, *args, keep=keep, reverse=reverse), torch.zeros(())
     finally:
         compiled.set_compiled(was)
+    if not backward:
+        return [out, c_n]
     w_out = torch.randn(out.shape, generator=g, dtype=dtype)
     w_c = torch.randn(c_n.shape, generator=g, dtype=dtype)
     ((out * w_out).sum() + (c_n * w_c).sum()).backward()
@@ -427,6 +429,28 @@ def test_compiled_loops_equal_the_python_loops(mode, dtype, reverse, masked, wit
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     for a, b in zip(ours, python):
         assert torch.allclose(a, b, rtol=tol, atol=tol), (a - b).abs().max()
+    for off in (torch.no_grad, torch.inference_mode):  # inference keeps no gates: a branch of its own
+        with off():
+            inferred = _layer_run(mode, dtype, reverse, masked, with_bias, True, backward=False)
+            in_python = _layer_run(mode, dtype, reverse, masked, with_bias, False, backward=False)
+        assert all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(inferred, python[:2]))
+        assert all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(in_python, python[:2]))
+
+
+def test_inference_saves_nothing_for_backward(monkeypatch):
+    """Under no_grad the scans take their inference branch (no gates kept), though the weights require grad."""
+    seen = []
+    real = LSTMScan.forward
+
+    def spy(ctx, *args):
+        seen.append(any(ctx.needs_input_grad))
+        return real(ctx, *args)
+
+    monkeypatch.setattr(LSTMScan, "forward", staticmethod(spy))
+    with torch.no_grad():
+        _layer_run("lstm", torch.float64, False, False, True, True, backward=False)
+    _layer_run("lstm", torch.float64, False, False, True, True)
+    assert seen == [False, True]
 
 
 def test_compiled_loops_are_used_and_recorded(monkeypatch):

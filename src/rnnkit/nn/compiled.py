@@ -1,6 +1,6 @@
-"""The LSTM scan's time loops in C++ (``csrc/lstm_scan.cpp``), built on this machine the first time they are used.
+"""The GRU and LSTM scans' time loops in C++ (``csrc/scan.cpp``), built on this machine the first time they are used.
 
-Why compiled: ``rnnkit.nn.scan.LSTMScan`` in Python dispatches about a dozen ATen operations per step in
+Why compiled: ``rnnkit.nn.scan``'s ``Scan`` (GRU) and ``LSTMScan`` in Python dispatch about a dozen ATen operations per step in
 forward and twenty in backward, each a few microseconds of Python and dispatch and each a pass over
 memory; the products it needs are already at the matmul limit (``benchmarks/limit.py --profile``).  The
 C++ loops make the same product calls (oneDNN's matmul or ``addmm``, chosen as ``rnnkit.nn.onednn.linear``
@@ -37,7 +37,7 @@ USE = os.environ.get("RNNKIT_COMPILED", "1") != "0"  # see set_compiled()
 
 
 def set_compiled(on: bool) -> None:
-    """Run the LSTM scan's loops compiled (True, where they can be built) or in Python (False) in this process."""
+    """Run the GRU and LSTM scans' loops compiled (True, where they can be built) or in Python (False) here."""
     global USE
     USE = bool(on)
 
@@ -71,7 +71,7 @@ def load() -> bool:
             if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
                 lock.unlink(missing_ok=True)
             if not any(where.glob(f"{name}*.so")):
-                print("rnnkit: building the LSTM scan's compiled loops for this machine (once; about a minute)",
+                print("rnnkit: building the recurrent layers' compiled loops for this machine (once; seconds to a minute)",
                       file=sys.stderr, flush=True)
             cpp_extension.load(name=name, sources=[str(_SOURCE)], extra_cflags=_FLAGS, extra_ldflags=["-fopenmp", "-lmvec"],
                                build_directory=str(where), is_python_module=False, verbose=False)

@@ -94,7 +94,17 @@ def scan_layer(
         raise ValueError("scan_layer takes both biases or neither")
     if keep is not None:
         keep = keep.unsqueeze(2)  # (T, B, 1), broadcasts over H
+    x, h0, w_ih, w_hh, b_ih, b_hh = _for_grad_mode(x, h0, w_ih, w_hh, b_ih, b_hh)
     return Scan.apply(x, h0, w_ih, w_hh, b_ih, b_hh, keep, mode, reverse)
+
+
+def _for_grad_mode(*tensors: Optional[Tensor]) -> tuple[Optional[Tensor], ...]:
+    """The tensors as they are, or detached where gradients are off (``no_grad``, ``inference_mode``):
+    an autograd function sees ``needs_input_grad`` from ``requires_grad`` alone, and would keep every
+    step's gates for a backward that cannot come."""
+    if torch.is_grad_enabled():
+        return tensors
+    return tuple(None if t is None else t.detach() for t in tensors)
 
 
 class Scan(torch.autograd.Function):
@@ -275,6 +285,7 @@ def lstm_scan_layer(
         raise ValueError("lstm_scan_layer takes both biases or neither")
     if keep is not None:
         keep = keep.unsqueeze(2)  # (T, B, 1)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = _for_grad_mode(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     return LSTMScan.apply(x, h0, c0, w_ih, w_hh, b_ih, b_hh, keep, reverse)
 
 

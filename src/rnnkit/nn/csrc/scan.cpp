@@ -61,7 +61,7 @@ inline void rows(int64_t B, int64_t width, const F& body) {
 
 // One forward step's element-wise work, rows r0..r1: a (B, 4H) pre-activations [i | f | 2 a_g | o] in;
 // gates (activated, g as tanh), c', tanh(c') and h' out; where keep is 0 the state is carried unchanged.
-template <typename T>
+template <typename T, bool Save>
 void forward_step(const T* a, const T* h, const T* c, const bool* keep, T* gates, T* c_new, T* tc, T* out,
                   int64_t r0, int64_t r1, int64_t H) {
   for (int64_t b = r0; b < r1; ++b) {
@@ -79,12 +79,14 @@ void forward_step(const T* a, const T* h, const T* c, const bool* keep, T* gates
       const T o = sigmoid(ar[3 * H + j]);
       const T cv = f * cr[j] + i * g;
       const T t = T(2) * sigmoid(T(2) * cv) - T(1);
-      gr[j] = i;
-      gr[H + j] = f;
-      gr[2 * H + j] = g;
-      gr[3 * H + j] = o;
+      if (Save) {  // for backward; inference keeps only the state
+        gr[j] = i;
+        gr[H + j] = f;
+        gr[2 * H + j] = g;
+        gr[3 * H + j] = o;
+        tr[j] = t;
+      }
       cn[j] = cv;
-      tr[j] = t;
       orow[j] = o * t;
     }
     if (keep != nullptr && !keep[b]) {  // a pad: the state stays
@@ -178,7 +180,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
       scalar_t* tp = tcs_p + (train ? t : 0) * B * H;
       scalar_t* op = out_p + t * B * H;
       const bool* kt = kp == nullptr ? nullptr : kp + t * B;
-      rows(B, 4 * H, [&](int64_t r0, int64_t r1) { forward_step(ap, hp, c, kt, gp, cn, tp, op, r0, r1, H); });
+      rows(B, 4 * H, [&](int64_t r0, int64_t r1) {
+        if (train) {
+          forward_step<scalar_t, true>(ap, hp, c, kt, gp, cn, tp, op, r0, r1, H);
+        } else {
+          forward_step<scalar_t, false>(ap, hp, c, kt, gp, cn, tp, op, r0, r1, H);
+        }
+      });
       h = out[t];
       c = cn;
     }
@@ -237,7 +245,7 @@ std::tuple<Tensor, Tensor> lstm_backward(
 // One GRU forward step, rows r0..r1 (see Scan in scan.py): g (B, 3H) is the hidden product
 // [W_hr h + b_hr | W_hz h + b_hz | 2 (W_hn h + b_hn)], p (B, 3H) the step's input projection
 // [x_r | x_z | 2 x_n].  Writes [r | z | 2 hn] to gates, n to ns and h' to out.
-template <typename T>
+template <typename T, bool Save>
 void gru_forward_step(const T* g, const T* p, const T* h, const bool* keep, T* gates, T* ns, T* out, int64_t r0,
                       int64_t r1, int64_t H) {
   for (int64_t b = r0; b < r1; ++b) {
@@ -253,10 +261,12 @@ void gru_forward_step(const T* g, const T* p, const T* h, const bool* keep, T* g
       const T z = sigmoid(gr[H + j] + pr[H + j]);
       const T hn2 = gr[2 * H + j];
       const T n = T(2) * sigmoid(pr[2 * H + j] + r * hn2) - T(1);  // tanh(x_n + r hn), both halves doubled
-      sr[j] = r;
-      sr[H + j] = z;
-      sr[2 * H + j] = hn2;
-      nr[j] = n;
+      if (Save) {  // for backward
+        sr[j] = r;
+        sr[H + j] = z;
+        sr[2 * H + j] = hn2;
+        nr[j] = n;
+      }
       orow[j] = n + z * (hr[j] - n);
     }
     if (keep != nullptr && !keep[b]) {
@@ -341,7 +351,13 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
       scalar_t* np = ns_p + (train ? t : 0) * B * H;
       scalar_t* op = out_p + t * B * H;
       const bool* kt = kp == nullptr ? nullptr : kp + t * B;
-      rows(B, 3 * H, [&](int64_t r0, int64_t r1) { gru_forward_step(gp, pp, hp, kt, sp, np, op, r0, r1, H); });
+      rows(B, 3 * H, [&](int64_t r0, int64_t r1) {
+        if (train) {
+          gru_forward_step<scalar_t, true>(gp, pp, hp, kt, sp, np, op, r0, r1, H);
+        } else {
+          gru_forward_step<scalar_t, false>(gp, pp, hp, kt, sp, np, op, r0, r1, H);
+        }
+      });
       h = out[t];
     }
   });
