@@ -512,3 +512,26 @@ def test_a_stale_build_lock_is_cleared_and_a_failed_build_falls_back(monkeypatch
     out = _layer_run("gru", torch.float64, False, False, True, True)  # falls back: same as the Python loops
     python = _layer_run("gru", torch.float64, False, False, True, False)
     assert all(torch.equal(a, b) for a, b in zip(out, python))
+
+
+def test_gates_over_the_limit_run_the_python_loops(monkeypatch):
+    """Above COMPILED_MAX_SAVED_BYTES of gates a training call runs the Python loops; inference keeps no gates
+    and stays compiled."""
+    _need_compiled()
+    entered = []
+    real = scan_module._Projection
+
+    def spy(*a):
+        entered.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(scan_module, "_Projection", spy)
+    monkeypatch.setattr(scan_module, "COMPILED_MAX_SAVED_BYTES", 7 * 5 * 3 * 8 * 8 - 1)  # GRU gates, float64
+    _layer_run("gru", torch.float64, False, False, True, True)
+    assert entered == [1]
+    with torch.no_grad():
+        _layer_run("gru", torch.float64, False, False, True, True, backward=False)
+    assert entered == [1]
+    monkeypatch.setattr(scan_module, "COMPILED_MAX_SAVED_BYTES", 7 * 5 * 3 * 8 * 8)
+    _layer_run("gru", torch.float64, False, False, True, True)
+    assert entered == [1]
