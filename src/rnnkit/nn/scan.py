@@ -122,12 +122,6 @@ class Scan(torch.autograd.Function):
         train = any(ctx.needs_input_grad[:6])
         x2 = x.reshape(T * B, I)  # (T*B, I)
         h0 = h0.contiguous()
-        order = range(T - 1, -1, -1) if reverse else range(T)
-        out = x.new_empty(T, B, H)
-        outs = out.unbind(0)  # T x (B, H)
-        keeps = None if keep is None else keep.unbind(0)  # T x (B, 1)
-        minus_one = x.new_full((), -1.0)
-        h = h0
         ctx.mode, ctx.reverse, ctx.has_bias = mode, reverse, b_ih is not None
         ctx.compiled = mode == "gru" and T > 0 and _compiled(x, T * B * 3 * H if train else 0)
         if mode == "gru":
@@ -144,6 +138,12 @@ class Scan(torch.autograd.Function):
             if train:
                 ctx.save_for_backward(x2, h0, w_ih, w_hh, keep, out, ns, gates_all)
             return out
+        order = range(T - 1, -1, -1) if reverse else range(T)
+        out = x.new_empty(T, B, H)
+        outs = out.unbind(0)  # T x (B, H)
+        keeps = None if keep is None else keep.unbind(0)  # T x (B, 1)
+        minus_one = x.new_full((), -1.0)
+        h = h0
         if mode == "gru":
             proj = _Projection(x2, w_ih2, b_ih2, B, (2 * H, H))  # per step [x_r | x_z], 2 x_n
             ns = x.new_empty(T if train else 1, B, H)  # n of every step

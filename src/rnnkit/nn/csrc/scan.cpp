@@ -47,6 +47,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const std::optional<Tensor>& bia
   return bias.has_value() ? y.add_(*bias) : y;
 }
 
+// keep (T, B) bool as one contiguous block, or an undefined tensor when every step counts.
+inline Tensor contiguous_keep(const std::optional<Tensor>& keep) {
+  return keep.has_value() ? keep->contiguous() : Tensor();
+}
+
 template <typename T>
 inline T sigmoid(T a) {
   return T(1) / (T(1) + std::exp(-a));
@@ -155,8 +160,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor gates = at::empty({train ? T : 1, B, 4 * H}, opts);
   Tensor cs = at::empty({train ? T : 2, B, H}, opts);
   Tensor tcs = at::empty({train ? T : 1, B, H}, opts);
-  Tensor keep_c = keep.has_value() ? keep->contiguous() : Tensor();
-  const bool* kp = keep.has_value() ? keep_c.data_ptr<bool>() : nullptr;
+  const Tensor keep_c = contiguous_keep(keep);
+  const bool* kp = keep_c.defined() ? keep_c.data_ptr<bool>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(x2.scalar_type(), "lstm_forward", [&] {
     Tensor proj;
     int64_t proj_block = -1;
@@ -206,8 +211,8 @@ std::tuple<Tensor, Tensor> lstm_backward(
   TORCH_CHECK(d_out.is_contiguous() && grads.is_contiguous() && gates.is_contiguous() && cs.is_contiguous() &&
                   tcs.is_contiguous() && c0.is_contiguous() && T >= 1,
               "lstm_backward: contiguous inputs, at least one step");
-  Tensor keep_c = keep.has_value() ? keep->contiguous() : Tensor();
-  const bool* kp = keep.has_value() ? keep_c.data_ptr<bool>() : nullptr;
+  const Tensor keep_c = contiguous_keep(keep);
+  const bool* kp = keep_c.defined() ? keep_c.data_ptr<bool>() : nullptr;
   auto order = [&](int64_t k) { return reverse ? T - 1 - k : k; };
   Tensor dh = d_out[order(T - 1)];
   Tensor dc = d_cn.contiguous().clone();  // updated in place, step by step: d c_prev
@@ -328,8 +333,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   Tensor out = at::empty({T, B, H}, opts);
   Tensor gates = at::empty({train ? T : 1, B, 3 * H}, opts);
   Tensor ns = at::empty({train ? T : 1, B, H}, opts);
-  Tensor keep_c = keep.has_value() ? keep->contiguous() : Tensor();
-  const bool* kp = keep.has_value() ? keep_c.data_ptr<bool>() : nullptr;
+  const Tensor keep_c = contiguous_keep(keep);
+  const bool* kp = keep_c.defined() ? keep_c.data_ptr<bool>() : nullptr;
   AT_DISPATCH_FLOATING_TYPES(x2.scalar_type(), "gru_forward", [&] {
     Tensor proj;
     int64_t proj_block = -1;
@@ -374,8 +379,8 @@ Tensor gru_backward(const Tensor& d_out, const Tensor& gates, const Tensor& ns, 
   TORCH_CHECK(d_out.is_contiguous() && grads.is_contiguous() && gates.is_contiguous() && ns.is_contiguous() &&
                   out.is_contiguous() && h0.is_contiguous() && T >= 1,
               "gru_backward: contiguous inputs, at least one step");
-  Tensor keep_c = keep.has_value() ? keep->contiguous() : Tensor();
-  const bool* kp = keep.has_value() ? keep_c.data_ptr<bool>() : nullptr;
+  const Tensor keep_c = contiguous_keep(keep);
+  const bool* kp = keep_c.defined() ? keep_c.data_ptr<bool>() : nullptr;
   auto order = [&](int64_t k) { return reverse ? T - 1 - k : k; };
   Tensor dh = d_out[order(T - 1)];
   Tensor hidden = at::empty({B, 3 * H}, d_out.options());
