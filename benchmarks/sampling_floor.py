@@ -3,9 +3,11 @@
     python benchmarks/sampling_floor.py            # 2-layer LSTM 512, embedding 64, vocabulary 65, 200 tokens
     python benchmarks/sampling_floor.py --quick    # small shapes, seconds
 
-Three contestants, interleaved round by round in one process, medians per token:
+Four contestants, interleaved round by round in one process, medians per token:
 
-* rnnkit: ``rnnkit.decoding.generate(lm.step, ...)`` on a ``LanguageModel``;
+* rnnkit: ``rnnkit.decoding.generate(lm.step, ...)`` on a ``LanguageModel`` (where ``rnnkit.nn.compiled``
+  is built, a step of the stack is one call of its ``stack_step``);
+* rnnkit, Python step: the same with the compiled loops off (``rnnkit.nn.fused_step`` in Python);
 * baseline: ``torch.nn.LSTM`` with the same weights stepped one token at a time, softmax,
   ``torch.multinomial`` (``generation.py``'s ``BareLM``); both draw the same text (checked);
 * floor: only the matrix-vector products of a step on the same weights, in a tight loop:
@@ -27,6 +29,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from rnnkit.decoding import generate
+from rnnkit.nn import compiled
 from rnnkit.models import LanguageModel, LanguageModelConfig
 from _common import median_times, parser, write_report
 from generation import VOCAB, BareLM
@@ -97,13 +100,23 @@ def run(hidden: int, layers: int, embedding: int, length: int, rounds: int, thre
     def ours():
         return generate(lm.step, None, prime, length, generator=torch.Generator().manual_seed(1))
 
+    def ours_python():  # the same with the step in Python (rnnkit.nn.fused_step without the compiled stack_step)
+        was = compiled.USE
+        compiled.set_compiled(False)
+        try:
+            return ours()
+        finally:
+            compiled.set_compiled(was)
+
     def theirs():
         return bare.sample(prime, length, torch.Generator().manual_seed(1))
 
     same = torch.equal(ours(), theirs())  # also the warm-up
-    ops = {"rnnkit": profile_ops(ours, length), "baseline": profile_ops(theirs, length)}
+    close = torch.equal(ours_python(), ours())  # rounding apart, the same draws (not promised: checked)
+    ops = {"rnnkit": profile_ops(ours, length), "rnnkit, Python step": profile_ops(ours_python, length),
+           "baseline": profile_ops(theirs, length)}
     floors = {f"floor, {k}": floor_loop(lm, length, k) for k in FLOORS}
-    med = median_times({"rnnkit": ours, "baseline": theirs, **floors}, rounds)
+    med = median_times({"rnnkit": ours, "rnnkit, Python step": ours_python, "baseline": theirs, **floors}, rounds)
     us = {k: round(v / length * 1e6, 1) for k, v in med.items()}
     for n in (1, 2):  # the floors alone at each thread count
         torch.set_num_threads(n)
@@ -112,8 +125,9 @@ def run(hidden: int, layers: int, embedding: int, length: int, rounds: int, thre
     torch.set_num_threads(threads)
     best_floor = min(med[k] for k in floors)
     return {"shape": dict(hidden=hidden, layers=layers, embedding=embedding, vocab=VOCAB, batch=1, tokens=length),
-            "same_text": same, "us_per_token": us,
+            "same_text": same, "same_text_python_step": close, "compiled_step": compiled.available(), "us_per_token": us,
             "rnnkit_vs_baseline": round(med["baseline"] / med["rnnkit"], 2),
+            "rnnkit_vs_python_step": round(med["rnnkit, Python step"] / med["rnnkit"], 2),
             "rnnkit_vs_floor": round(med["rnnkit"] / best_floor, 2), "floors": FLOORS,
             "ops": ops, "rounds": rounds}
 
@@ -128,13 +142,14 @@ def main() -> None:
     s = r["shape"]
     print(f"H{s['hidden']} L{s['layers']} E{s['embedding']} V{s['vocab']}, batch 1, {s['tokens']} tokens, "
           f"{args.threads} threads; same text: {r['same_text']}")
-    for who in ("rnnkit", "baseline"):
+    for who in r["ops"]:
         o = r["ops"][who]
         print(f"  {who:9} {o['ops_per_token']:6.1f} ops/token from Python, {o['all_ops_per_token']:6.1f} in all")
     for k, v in r["us_per_token"].items():
         print(f"  {k:32} {v:9.1f} us/token")
     print(f"  rnnkit: {r['rnnkit_vs_baseline']:.2f}x the baseline's speed, {r['rnnkit_vs_floor']:.2f}x the time of "
-          f"the fastest floor, all at {args.threads} thread{'s' if args.threads > 1 else ''}")
+          f"the fastest floor, all at {args.threads} thread{'s' if args.threads > 1 else ''}; "
+          f"{r['rnnkit_vs_python_step']:.2f}x its Python step's speed (compiled step: {r['compiled_step']})")
     print(f"written to {out}")
 
 

@@ -35,3 +35,35 @@ def pytest_configure(config):
 def _kernel_cache(tmp_path_factory):
     """Per-machine kernel choices go to a file of the test run's, not the user's cache."""
     os.environ.setdefault("RNNKIT_KERNEL_CACHE", str(tmp_path_factory.mktemp("kernels") / "kernels.json"))
+
+
+@pytest.fixture
+def need_compiled():
+    """Skip where rnnkit.nn.compiled is off or did not build here; fail instead under RNNKIT_REQUIRE_COMPILED=1
+    (CI sets it where a compiler and ninja exist)."""
+    from rnnkit.nn import compiled
+
+    if os.environ.get("RNNKIT_COMPILED") == "0":
+        pytest.skip("RNNKIT_COMPILED=0")
+    if not compiled.load():
+        if os.environ.get("RNNKIT_REQUIRE_COMPILED") == "1":
+            pytest.fail(f"the compiled loops did not build: {compiled.build_error()}")
+        pytest.skip(f"the compiled loops did not build here: {compiled.build_error()}")
+
+
+@pytest.fixture
+def step_loops(monkeypatch, request):
+    """``step_loops(True)``: single steps run ``rnnkit.nn.compiled.stack_step`` (skipped where it is not built);
+    ``step_loops(False)``: the Python step.  Returns the list the compiled step's calls are counted in."""
+    from rnnkit.nn import compiled
+
+    calls = []
+    real = compiled.stack_step
+    monkeypatch.setattr(compiled, "stack_step", lambda *a: calls.append(1) or real(*a))
+
+    def use(on: bool):
+        if on:
+            request.getfixturevalue("need_compiled")
+        monkeypatch.setattr(compiled, "USE", on)
+        return calls
+    return use

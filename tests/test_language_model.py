@@ -144,12 +144,14 @@ class _TorchLSTMLoop(torch.nn.Module):
         return torch.cat(out, 1)
 
 
+@pytest.mark.parametrize("compiled_on", [False, True])
 @pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_generate_draws_the_text_of_a_torch_lstm_loop(batch, n_threads, monkeypatch):
+def test_generate_draws_the_text_of_a_torch_lstm_loop(batch, n_threads, compiled_on, step_loops, monkeypatch):
     import rnnkit.nn.fused_step as fused_step
 
     monkeypatch.setattr(fused_step, "SPLIT_MIN_ENTRIES", 0)  # two threads: the halved products too
+    calls = step_loops(compiled_on)
     before = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     try:
@@ -162,6 +164,7 @@ def test_generate_draws_the_text_of_a_torch_lstm_loop(batch, n_threads, monkeypa
             assert torch.equal(ours, theirs.sample(prime, 120, torch.Generator().manual_seed(seed)))
         assert torch.equal(generate(m.step, None, prime, 60, greedy=True), theirs.sample(prime, 60, greedy=True))
         assert m.rnn.__dict__.get("_step_cache") is not None  # the fused step ran
+        assert bool(calls) == compiled_on
     finally:
         torch.set_num_threads(before)
 

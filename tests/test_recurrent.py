@@ -321,14 +321,17 @@ def threads():
     torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("compiled_on", [False, True])
 @pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("mode", MODES)
-def test_fused_step_equals_the_cell_equations(mode, bias, batch, n_threads, threads, monkeypatch):
+def test_fused_step_equals_the_cell_equations(mode, bias, batch, n_threads, compiled_on, threads, step_loops,
+                                              monkeypatch):
     import rnnkit.nn.fused_step as fused_step
 
     monkeypatch.setattr(fused_step, "SPLIT_MIN_ENTRIES", 0)  # two threads: the halved products too
+    calls = step_loops(compiled_on)
     threads(n_threads)
     torch.manual_seed(0)
     H = 6  # even: every input product splits in two halves at two threads
@@ -341,12 +344,83 @@ def test_fused_step_equals_the_cell_equations(mode, bias, batch, n_threads, thre
             out, st = r(x[:, :1], state=state)  # forward on one step takes the same path
             _assert_same_run((out, st), _reference(r, x[:, :1], state))
     assert r.__dict__.get("_step_cache") is not None  # the fused step ran, not forward's loop
+    assert bool(calls) == compiled_on  # and compiled exactly when asked
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_compiled_step_gives_the_same_bits_on_one_and_two_threads(mode, threads, step_loops):
+    """Threads share a layer's units in blocks of 16, so no split changes a sum: hidden 40 is three blocks,
+    the last one short, and two threads take one and two of them."""
+    step_loops(True)
+    torch.manual_seed(0)
+    r = Recurrent(mode, I, 40, num_layers=2).eval()
+    x = torch.randn(1, T, I)
+    runs = []
+    for n in (1, 2):
+        threads(n)
+        with torch.no_grad():
+            runs.append(_step_through(r, x))
+    (out1, st1), (out2, st2) = runs
+    assert torch.equal(out1, out2) and all(a is None and b is None or torch.equal(a, b) for a, b in zip(st1, st2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_step_saturates_like_the_python_step(dtype, step_loops):
+    """Inputs and cell states in the thousands, so that gate pre-activations pass where exp overflows (89 in
+    float32, 709 in float64): the compiled step's gates saturate as torch's sigmoid does, no NaN.  One step
+    (a recurrence would amplify rounding through the large weights); hidden 40: the vectorised loops."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, I, dtype=dtype) * 3000
+    for mode in MODES:
+        r = Recurrent(mode, I, 40, num_layers=2).to(dtype).eval()
+        s0 = State(torch.randn(2, 2, 40, dtype=dtype), torch.randn(2, 2, 40, dtype=dtype) * 3000 if mode == "lstm" else None)
+        runs = []
+        with torch.no_grad():
+            for on in (False, True):
+                step_loops(on)
+                runs.append(_step_through(r, x, s0))
+        assert torch.isfinite(runs[1][0]).all()
+        tol = 1e-4 if dtype == torch.float32 else 1e-12  # relative: c and a ReLU RNN's outputs reach thousands
+        for a, b in zip([runs[1][0], *runs[1][1]], [runs[0][0], *runs[0][1]]):
+            assert (a is None) == (b is None)
+            if a is not None:
+                torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_compiled_step_on_token_rows_and_its_batch_limit(step_loops, monkeypatch):
+    """Token ids through a small vocabulary's table (the sampling path) agree with the Python step; above
+    COMPILED_MAX_BATCH rows the Python step runs."""
+    import rnnkit.nn.fused_step as fused_step
+
+    torch.manual_seed(0)
+    emb = torch.randn(11, I, dtype=torch.float64)
+    tokens = torch.randint(0, 11, (3, T))
+    for mode in MODES:
+        r = Recurrent(mode, I, H, num_layers=3).double().eval()
+        runs = []
+        for on in (False, True):
+            calls = step_loops(on)
+            calls.clear()
+            state, outs = None, []
+            with torch.inference_mode():
+                for t in tokens.unbind(1):
+                    h, state = r.token_step(t, emb, state)
+                    outs.append(h)
+            runs.append((torch.stack(outs, 1), state))
+            assert len(calls) == (T if on else 0)
+        _assert_same_run(runs[1], runs[0], atol=1e-12)
+    monkeypatch.setattr(fused_step, "COMPILED_MAX_BATCH", 2)
+    calls.clear()
+    with torch.inference_mode():
+        r.token_step(tokens[:, 0], emb)
+    assert not calls
 
 
 def test_fused_step_halves_give_the_numbers_of_one_product(threads, monkeypatch):
     import rnnkit.nn.fused_step as fused_step
 
     monkeypatch.setattr(fused_step, "SPLIT_MIN_ENTRIES", 0)
+    monkeypatch.setattr(fused_step.compiled, "USE", False)  # the Python step: the compiled one has no halves
     batched, products = [], torch.baddbmm
     monkeypatch.setattr(torch, "baddbmm", lambda *a: batched.append(a[2].shape[0]) or products(*a))
     torch.manual_seed(0)

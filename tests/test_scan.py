@@ -373,15 +373,16 @@ def test_lstm_scan_switch_from_the_environment_and_the_run_record(monkeypatch):
     assert scan_module.LSTM_SCAN is True
 
 
-def _layer_run(mode, dtype, reverse, masked, with_bias, compiled_on, seed=0, backward=True):
-    """Outputs and every gradient of one LSTM or GRU scan layer, with its loops compiled or in Python."""
+def _layer_run(mode, dtype, reverse, masked, with_bias, compiled_on, seed=0, backward=True, scale=1.0):
+    """Outputs and every gradient of one LSTM or GRU scan layer, with its loops compiled or in Python; inputs and
+    weights times ``scale``."""
     from rnnkit.nn import compiled
 
     g = torch.Generator().manual_seed(seed)
     T, B, I, H = 7, 5, 6, 8
     G = 4 if mode == "lstm" else 3
     shapes = ((T, B, I), (B, H)) + (((B, H),) if mode == "lstm" else ()) + ((G * H, I), (G * H, H), (G * H,), (G * H,))
-    args = [torch.randn(shape, generator=g, dtype=dtype).requires_grad_() for shape in shapes]
+    args = [(torch.randn(shape, generator=g, dtype=dtype) * scale).requires_grad_() for shape in shapes]
     if not with_bias:
         args[-2:] = [None, None]
     keep = None
@@ -405,25 +406,13 @@ def _layer_run(mode, dtype, reverse, masked, with_bias, compiled_on, seed=0, bac
     return [out.detach(), c_n.detach()] + [a.grad for a in args if a is not None]
 
 
-def _need_compiled():
-    from rnnkit.nn import compiled
-
-    if os.environ.get("RNNKIT_COMPILED") == "0":
-        pytest.skip("RNNKIT_COMPILED=0")
-    if not compiled.load():
-        if os.environ.get("RNNKIT_REQUIRE_COMPILED") == "1":
-            pytest.fail(f"the compiled LSTM loops did not build: {compiled.build_error()}")
-        pytest.skip(f"the compiled LSTM loops did not build here: {compiled.build_error()}")
-
-
 @pytest.mark.parametrize("mode", ["lstm", "gru"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_compiled_loops_equal_the_python_loops(mode, dtype, reverse, masked, with_bias):
+def test_compiled_loops_equal_the_python_loops(mode, dtype, reverse, masked, with_bias, need_compiled):
     """Outputs, final states and the gradients of every input, state and weight."""
-    _need_compiled()
     ours = _layer_run(mode, dtype, reverse, masked, with_bias, True)
     python = _layer_run(mode, dtype, reverse, masked, with_bias, False)
     tol = 1e-12 if dtype == torch.float64 else 2e-5
@@ -435,6 +424,24 @@ def test_compiled_loops_equal_the_python_loops(mode, dtype, reverse, masked, wit
             in_python = _layer_run(mode, dtype, reverse, masked, with_bias, False, backward=False)
         assert all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(inferred, python[:2]))
         assert all(torch.allclose(a, b, rtol=tol, atol=tol) for a, b in zip(in_python, python[:2]))
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_compiled_loops_saturate_like_the_python_loops(mode, dtype, need_compiled):
+    """Pre-activations in the hundreds (beyond exp's range in float32) saturate the gates, as torch's sigmoid
+    does, instead of overflowing: the compiled loops are built with -ffast-math, under which exp(100) in
+    1 / (1 + exp(-a)) came out NaN."""
+    scale = 60.0 if dtype == torch.float64 else 12.0  # pre-activations past 709 / 89, where exp overflows
+    ours = _layer_run(mode, dtype, False, True, True, True, scale=scale)
+    python = _layer_run(mode, dtype, False, True, True, False, scale=scale)
+    assert all(torch.isfinite(a).all() for a in ours)
+    # float32: the outputs; its gradients here are float32 rounding of 1 - n^2 at saturation times weights in
+    # the tens, where the two loops' sigmoids round apart (1e-5 against 1e-21), so float64 checks them
+    compared = len(ours) if dtype == torch.float64 else 2
+    tol = 1e-9 if dtype == torch.float64 else 1e-5
+    for a, b in zip(ours[:compared], python[:compared]):  # relative: the gradients run into the thousands
+        assert (a - b).abs().max() <= tol * (1 + b.abs().max()), (a - b).abs().max()
 
 
 def test_inference_saves_nothing_for_backward(monkeypatch):
@@ -453,13 +460,12 @@ def test_inference_saves_nothing_for_backward(monkeypatch):
     assert seen == [False, True]
 
 
-def test_compiled_loops_are_used_and_recorded(monkeypatch):
+def test_compiled_loops_are_used_and_recorded(monkeypatch, need_compiled):
     """Where built, the LSTM and GRU scans run the compiled loops (the Python loops are not entered), and the
     run record says which loops ran; RNNKIT_COMPILED=0 in the environment turns them off."""
     from rnnkit.nn import compiled
     from rnnkit.nn import scan as scan_module
 
-    _need_compiled()
     entered = []
     monkeypatch.setattr(scan_module, "_lstm_backward_loop", lambda *a: entered.append(1))
     monkeypatch.setattr(scan_module, "_Projection", lambda *a: entered.append(1))
@@ -480,12 +486,11 @@ def test_compiled_loops_are_used_and_recorded(monkeypatch):
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "False"
 
 
-def test_loading_the_compiled_loops_leaves_the_floating_point_mode_alone():
+def test_loading_the_compiled_loops_leaves_the_floating_point_mode_alone(need_compiled):
     """They are compiled with -ffast-math for a vectorised exp; linked with it, the library would switch the whole
     process to flush denormals to zero on load."""
     from rnnkit.nn import compiled
 
-    _need_compiled()
     assert compiled.load()
     tiny = torch.tensor([1e-39]) * 0.5  # a float32 denormal
     assert tiny.item() != 0.0 and torch.tensor([1e-310], dtype=torch.float64).mul(0.5).item() != 0.0
@@ -514,10 +519,9 @@ def test_a_stale_build_lock_is_cleared_and_a_failed_build_falls_back(monkeypatch
     assert all(torch.equal(a, b) for a, b in zip(out, python))
 
 
-def test_gates_over_the_limit_run_the_python_loops(monkeypatch):
+def test_gates_over_the_limit_run_the_python_loops(monkeypatch, need_compiled):
     """Above COMPILED_MAX_SAVED_BYTES of gates a training call runs the Python loops; inference keeps no gates
     and stays compiled."""
-    _need_compiled()
     entered = []
     real = scan_module._Projection
 

@@ -88,9 +88,18 @@ def available() -> bool:
     return USE and load()
 
 
+def stack_step(mode: int, first, x, wx, bx, wh, bh, h, c):
+    """One inference step of a stacked RNN / LSTM / GRU on ``rnnkit.nn.fused_step.StepWeights``' layout, in one
+    call: ``(h', c')`` ``(L, B, H)`` (``c'`` empty but for an LSTM).  ``mode`` 0 LSTM, 1 GRU, 2 tanh RNN, 3 ReLU
+    RNN; ``first`` ``(B, G*H)``: the first layer's input product with its bias, or None to compute it from ``x``.
+    The arguments are ``csrc/scan.cpp``'s ``stack_step``'s, which says what each holds.  Call only where
+    ``available()``."""
+    return torch.ops.rnnkit_scan.stack_step(mode, first, x, wx, bx, wh, bh, h, c)
+
+
 def build_error() -> Optional[str]:
     """Why the library could not be built or loaded (None if it was, or was not tried)."""
     return _ERROR
 
 
-__all__ = ["available", "load", "set_compiled", "build_error", "build_dir", "USE"]
+__all__ = ["available", "load", "set_compiled", "build_error", "build_dir", "stack_step", "USE"]

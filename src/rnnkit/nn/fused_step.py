@@ -29,6 +29,11 @@ instead of computing a product, when the table is small (a character vocabulary)
 
 The results equal the cell equations to float32 rounding (the tests compare them to
 ``1e-6``), not bit for bit: the sums run in another order.
+
+Where ``rnnkit.nn.compiled`` is built, a step of up to ``COMPILED_MAX_BATCH`` rows is one call of its
+``stack_step`` on the same layout instead (the arithmetic above, in C++, the units of a layer shared
+among torch's threads): it equals the Python step to rounding and gives the same bits on any number of
+threads.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from rnnkit.nn import compiled
 from rnnkit.nn.state import State
 
 # Smallest input product (I x G*H weights) computed in two halves when torch has more than one thread: a
@@ -44,6 +50,11 @@ from rnnkit.nn.state import State
 SPLIT_MIN_ENTRIES = 1 << 18
 # Largest token table (layers x vocabulary x G*H entries) kept for token inputs: 16 MiB of float32.
 TABLE_MAX_ENTRIES = 1 << 22
+
+# Most rows a step runs compiled (``compiled.stack_step``): its products read each weight row once for all rows
+# of the batch, from cache, where MKL's matrix products win from a few rows up.
+COMPILED_MAX_BATCH = 4
+_MODES = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
 
 LayerWeights = tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]  # w_ih, w_hh, b_ih, b_hh as in torch.nn
 
@@ -98,6 +109,9 @@ class StepWeights:
             self.halves = [w.view(w.shape[0], 2, -1).transpose(0, 1) if w.shape[1] % 2 == 0 else None for w in wx]
             self.wh = torch.stack(wh)  # (L, H, G*H)
             self.base = torch.stack(base).unsqueeze(1)  # (L, 1, G*H)
+            # the compiled step's biases: on the input side per layer, and a GRU's inside its reset gate
+            self.bias_x = bx if mode == "gru" else list(self.base[:, 0])
+            self.bias_h = self.base[:, 0] if mode == "gru" else None
 
     def table(self, embedding: Optional[Tensor], vocab_size: int) -> Optional[Tensor]:
         """What ``step`` takes as ``rows`` for a token id ``v`` at ``[:, v]``: with the first layer's input
@@ -137,8 +151,13 @@ class StepWeights:
 def step(weights: StepWeights, x: Optional[Tensor], state: State, rows: Optional[Tensor] = None) -> tuple[Tensor, State]:
     """One step of the stack from ``state`` (``(L, B, H)`` tensors) on the input ``x`` ``(B, I)``, or on the
     token rows ``rows`` of ``StepWeights.table`` (its ``[:, ids]``): the top layer's ``h`` ``(B, H)`` and the
-    new ``State``."""
+    new ``State``.  Up to ``COMPILED_MAX_BATCH`` rows, where ``rnnkit.nn.compiled`` is available, the whole step
+    is one call of its ``stack_step``."""
     mode, wx, bx = weights.mode, weights.wx, weights.bx
+    if state.h.shape[1] <= COMPILED_MAX_BATCH and compiled.available():
+        h, c = compiled.stack_step(_MODES[mode], None if rows is None else rows[0], x, wx, weights.bias_x, weights.wh,
+                                   weights.bias_h, state.h, state.c)
+        return h[-1], State(h, c if mode == "lstm" else None)
     split = torch.get_num_threads() > 1
     if mode == "gru":
         hidden = torch.baddbmm(weights.base, state.h, weights.wh).unbind(0)  # L x (B, 3H)
@@ -179,4 +198,4 @@ def step(weights: StepWeights, x: Optional[Tensor], state: State, rows: Optional
     return x, State(torch.stack(new_h), torch.stack(new_c) if new_c else None)
 
 
-__all__ = ["StepWeights", "step", "weights_key", "TABLE_MAX_ENTRIES", "SPLIT_MIN_ENTRIES"]
+__all__ = ["StepWeights", "step", "weights_key", "TABLE_MAX_ENTRIES", "SPLIT_MIN_ENTRIES", "COMPILED_MAX_BATCH"]

@@ -1,11 +1,12 @@
-// The time loops of rnnkit.nn.scan's LSTM layer, compiled: per step one product (the same oneDNN or addmm
-// call the Python loop makes) and ONE fused element-wise pass, where the Python loop dispatches about a
-// dozen ATen ops a step in forward and twenty in backward.  Loaded by rnnkit/nn/compiled.py, which builds
-// this file on first use with torch.utils.cpp_extension; the equations, layouts and saved tensors are those
-// of LSTMScan in scan.py, whose docstrings say what every buffer holds.
+// The time loops of rnnkit.nn.scan's LSTM and GRU layers, compiled: per step one product (the same oneDNN or
+// addmm call the Python loop makes) and ONE fused element-wise pass, where the Python loop dispatches about a
+// dozen ATen ops a step in forward and twenty in backward; and one inference step of a whole stack
+// (rnnkit.nn.fused_step) as one call.  Loaded by rnnkit/nn/compiled.py, which builds this file on first use
+// with torch.utils.cpp_extension; the equations, layouts and saved tensors are those of LSTMScan and Scan in
+// scan.py and StepWeights in fused_step.py, whose docstrings say what every buffer holds.
 //
-// Registered as torch.ops.rnnkit_scan.lstm_forward / lstm_backward (no Python bindings: the library's only
-// include is ATen, so the build is short).
+// Registered as torch.ops.rnnkit_scan.{lstm,gru}_{forward,backward} and stack_step (no Python bindings: the
+// library's only include is ATen, so the build is short).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -52,9 +53,13 @@ inline Tensor contiguous_keep(const std::optional<Tensor>& keep) {
   return keep.has_value() ? keep->contiguous() : Tensor();
 }
 
+// exp only ever sees -|a|, which cannot overflow: the file is compiled with -ffast-math (for a vectorised
+// exp), under which an overflow to inf is not handled (1 / (1 + exp(100)) came out NaN, not 0).
 template <typename T>
 inline T sigmoid(T a) {
-  return T(1) / (T(1) + std::exp(-a));
+  const T e = std::exp(-std::abs(a));
+  const T s = T(1) / (T(1) + e);
+  return a >= T(0) ? s : e * s;
 }
 
 // Rows [r0, r1) of a (B, n) pass, on torch's threads when the pass is large enough to pay for the wake-up.
@@ -407,6 +412,169 @@ Tensor gru_backward(const Tensor& d_out, const Tensor& gates, const Tensor& ns, 
   return dh;
 }
 
+// ---- one time step of a stacked RNN / LSTM / GRU for inference (rnnkit.nn.fused_step's StepWeights) ----
+//
+// Sampling runs a stack one token at a time on one row, where a step is a few matrix-vector products and
+// the Python step (fused_step.step) still dispatches some twenty small operations.  Here a whole step of
+// the stack is one call: per layer, the units are shared among torch's threads (when the layer is large
+// enough to pay for a second one), and each thread computes the gate columns of its own units — input and
+// hidden products and biases — and their element-wise step, so a layer needs no exchange until the next
+// layer reads its output.  Column layout and scaling as StepWeights: the blocks that feed a tanh carry a
+// factor -2, so every activation is a sigmoid and tanh(a) = 1 - 2 sigmoid(-2 a).
+
+// acc (B, n, row stride ld_acc) += x (B, K) @ w[:, 0:n] with w (K, ld_w) row-major; four rows of w a pass,
+// so that each pass over acc does four multiply-adds.
+template <typename T>
+void add_product(const T* x, int64_t B, int64_t K, const T* w, int64_t ld_w, int64_t n, T* acc, int64_t ld_acc) {
+  int64_t k = 0;
+  for (; k + 4 <= K; k += 4) {
+    const T* w0 = w + k * ld_w;
+    const T* w1 = w0 + ld_w;
+    const T* w2 = w1 + ld_w;
+    const T* w3 = w2 + ld_w;
+    for (int64_t b = 0; b < B; ++b) {
+      const T* xb = x + b * K + k;
+      const T x0 = xb[0], x1 = xb[1], x2 = xb[2], x3 = xb[3];
+      T* ar = acc + b * ld_acc;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) ar[j] += (x0 * w0[j] + x1 * w1[j]) + (x2 * w2[j] + x3 * w3[j]);
+    }
+  }
+  for (; k < K; ++k) {
+    const T* w0 = w + k * ld_w;
+    for (int64_t b = 0; b < B; ++b) {
+      const T x0 = x[b * K + k];
+      T* ar = acc + b * ld_acc;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) ar[j] += x0 * w0[j];
+    }
+  }
+}
+
+// Units [u0, u1) of one layer: for each of the G gate blocks g, acc (B, G, n) starts from the bias (or the
+// given first-layer rows) and gets the input and hidden products of columns g*H + u0 .. g*H + u1.
+template <typename T>
+void gate_columns(const T* start, int64_t ld_start, const T* x, int64_t K, const T* wx, const T* h, const T* wh,
+                  int64_t B, int64_t G, int64_t H, int64_t u0, int64_t u1, T* acc) {
+  const int64_t n = u1 - u0, GH = G * H;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t j = 0; j < n; ++j) acc[(b * G + g) * n + j] = start == nullptr ? T(0) : start[b * ld_start + g * H + u0 + j];
+  for (int64_t g = 0; g < G; ++g) {
+    if (x != nullptr) add_product(x, B, K, wx + g * H + u0, GH, n, acc + g * n, G * n);
+    if (h != nullptr) add_product(h, B, H, wh + g * H + u0, GH, n, acc + g * n, G * n);
+  }
+}
+
+// stack_step's work for one dtype (out of the dispatch macro: pragmas cannot stand in a macro's argument).
+template <typename T>
+void stack_step_impl(int64_t mode, int64_t G, const Tensor& f, const Tensor& x0, at::TensorList wx, at::TensorList bx,
+                     const Tensor& wh, const Tensor& bh, const Tensor& h, const Tensor& c, Tensor& h_new,
+                     Tensor& c_new) {
+  const int64_t L = h.size(0), B = h.size(1), H = h.size(2);
+  const int64_t GH = G * H;
+  for (int64_t l = 0; l < L; ++l) {
+    const Tensor w_x = wx[l].contiguous(), b_x = bx[l].contiguous();
+    const bool use_first = l == 0 && f.defined();
+    const T* xin = l > 0 ? h_new.data_ptr<T>() + (l - 1) * B * H : use_first ? nullptr : x0.data_ptr<T>();
+    const int64_t K = l > 0 ? H : use_first ? 0 : x0.size(1);
+    TORCH_CHECK(use_first || (w_x.size(0) == K && w_x.size(1) == GH), "stack_step: wx[", l, "] has the wrong shape");
+    const T* wxp = use_first ? nullptr : w_x.data_ptr<T>();
+    const T* hp = h.data_ptr<T>() + l * B * H;
+    const T* whp = wh.data_ptr<T>() + l * H * GH;
+    const T* bxp = b_x.data_ptr<T>();
+    const T* bhp = mode == 1 ? bh.data_ptr<T>() + l * GH : nullptr;
+    const T* cp = mode == 0 ? c.data_ptr<T>() + l * B * H : nullptr;
+    T* hn = h_new.data_ptr<T>() + l * B * H;
+    T* cn = mode == 0 ? c_new.data_ptr<T>() + l * B * H : nullptr;
+    // Threads share the units in blocks of 16, so that any split cuts the vectorised loops at the same places
+    // and a step gives the same bits on any number of threads; a thread's share is worth its wake-up from
+    // about 2^18 weight entries (1 MiB of float32).
+    constexpr int64_t kUnits = 16;
+    const int64_t blocks = (H + kUnits - 1) / kUnits;
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(1, G * (K + H) * kUnits));
+    at::parallel_for(0, blocks, grain, [&](int64_t k0, int64_t k1) {
+      const int64_t u0 = k0 * kUnits, u1 = std::min(H, k1 * kUnits), n = u1 - u0;
+      std::vector<T> in(B * G * n), hid(mode == 1 ? B * G * n : 0);
+      if (mode == 1) {  // a GRU keeps the input and hidden sides apart: r multiplies the hidden side of n
+        gate_columns<T>(use_first ? f.data_ptr<T>() : nullptr, GH, xin, K, wxp, nullptr, nullptr, B, G, H, u0, u1,
+                        in.data());
+        if (!use_first)
+          for (int64_t b = 0; b < B; ++b)
+            for (int64_t g = 0; g < G; ++g)
+              for (int64_t j = 0; j < n; ++j) in[(b * G + g) * n + j] += bxp[g * H + u0 + j];
+        gate_columns<T>(bhp, 0, nullptr, 0, nullptr, hp, whp, B, G, H, u0, u1, hid.data());
+      } else {
+        gate_columns<T>(use_first ? f.data_ptr<T>() : nullptr, GH, xin, K, wxp, hp, whp, B, G, H, u0, u1, in.data());
+        if (!use_first)
+          for (int64_t b = 0; b < B; ++b)
+            for (int64_t g = 0; g < G; ++g)
+              for (int64_t j = 0; j < n; ++j) in[(b * G + g) * n + j] += bxp[g * H + u0 + j];
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        const T* a = in.data() + b * G * n;
+        const T* hprev = hp + b * H + u0;
+        T* out = hn + b * H + u0;
+        if (mode == 0) {
+          const T* cprev = cp + b * H + u0;
+          T* cnew = cn + b * H + u0;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            const T i = sigmoid(a[j]), fg = sigmoid(a[n + j]), s = sigmoid(a[2 * n + j]), o = sigmoid(a[3 * n + j]);
+            const T cj = fg * cprev[j] + i * (T(1) - T(2) * s);
+            cnew[j] = cj;
+            out[j] = o * (T(1) - T(2) * sigmoid(T(-2) * cj));
+          }
+        } else if (mode == 1) {
+          const T* hd = hid.data() + b * G * n;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) {
+            const T r = sigmoid(a[j] + hd[j]), z = sigmoid(a[n + j] + hd[n + j]);
+            const T nj = T(1) - T(2) * sigmoid(a[2 * n + j] + r * hd[2 * n + j]);
+            out[j] = nj + z * (hprev[j] - nj);
+          }
+        } else if (mode == 2) {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) out[j] = T(1) - T(2) * sigmoid(a[j]);
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) out[j] = a[j] > T(0) ? a[j] : T(0);
+        }
+      }
+    });
+  }
+}
+
+// mode 0 LSTM, 1 GRU, 2 RNN tanh, 3 RNN relu.  first (B, G*H): layer 0's input product with its bias (a row
+// of StepWeights.table), or none, then x (B, I) is multiplied by wx[0].  wx: per layer (I_l, G*H); bx: per
+// layer (G*H,), the bias on the input side; wh (L, H, G*H); bh (L, G*H), a GRU's bias inside its reset gate
+// ([0 | 0 | b_hn], scaled), none otherwise; h, c (L, B, H).  Returns h' and c' (L, B, H) (c' empty but for
+// an LSTM).
+std::tuple<Tensor, Tensor> stack_step(int64_t mode, const std::optional<Tensor>& first, const std::optional<Tensor>& x_in,
+                                      at::TensorList wx, at::TensorList bx, const Tensor& wh_in,
+                                      const std::optional<Tensor>& bh_in, const Tensor& h_in,
+                                      const std::optional<Tensor>& c_in) {
+  const int64_t L = h_in.size(0), B = h_in.size(1), H = h_in.size(2);
+  const int64_t G = mode == 0 ? 4 : mode == 1 ? 3 : 1;
+  TORCH_CHECK(mode >= 0 && mode <= 3, "stack_step: mode must be 0..3");
+  TORCH_CHECK(int64_t(wx.size()) == L && int64_t(bx.size()) == L && wh_in.size(0) == L && wh_in.size(2) == G * H,
+              "stack_step: weights do not match the state");
+  TORCH_CHECK(first.has_value() || x_in.has_value(), "stack_step: give first or x");
+  TORCH_CHECK(mode != 0 || c_in.has_value(), "stack_step: an LSTM needs c");
+  TORCH_CHECK(mode != 1 || bh_in.has_value(), "stack_step: a GRU needs bh");
+  const Tensor h = h_in.contiguous(), wh = wh_in.contiguous();
+  const Tensor c = mode == 0 ? c_in->contiguous() : Tensor();
+  const Tensor bh = mode == 1 ? bh_in->contiguous() : Tensor();
+  const Tensor f = first.has_value() ? first->contiguous() : Tensor();
+  const Tensor x0 = first.has_value() ? Tensor() : x_in->contiguous();
+  Tensor h_new = at::empty_like(h);
+  Tensor c_new = mode == 0 ? at::empty_like(c) : at::empty({0}, h.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "stack_step", [&] {
+    stack_step_impl<scalar_t>(mode, G, f, x0, wx, bx, wh, bh, h, c, h_new, c_new);
+  });
+  return {h_new, c_new};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rnnkit_scan, m) {
@@ -419,6 +587,8 @@ TORCH_LIBRARY(rnnkit_scan, m) {
         "bool reverse, bool train, bool onednn_proj, bool onednn_step, int block) -> (Tensor, Tensor, Tensor)");
   m.def("gru_backward(Tensor d_out, Tensor gates, Tensor ns, Tensor out, Tensor h0, Tensor w_nrz_t, Tensor? keep, "
         "Tensor grads, bool reverse, bool onednn_step) -> Tensor");
+  m.def("stack_step(int mode, Tensor? first, Tensor? x, Tensor[] wx, Tensor[] bx, Tensor wh, Tensor? bh, Tensor h, "
+        "Tensor? c) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(rnnkit_scan, CPU, m) {
@@ -426,4 +596,5 @@ TORCH_LIBRARY_IMPL(rnnkit_scan, CPU, m) {
   m.impl("lstm_backward", &lstm_backward);
   m.impl("gru_forward", &gru_forward);
   m.impl("gru_backward", &gru_backward);
+  m.impl("stack_step", &stack_step);
 }
