@@ -2,6 +2,7 @@
 
     python benchmarks/sampling_floor.py            # 2-layer LSTM 512, embedding 64, vocabulary 65, 200 tokens
     python benchmarks/sampling_floor.py --quick    # small shapes, seconds
+    python benchmarks/sampling_floor.py --batch-sweep   # also compiled vs Python step at batches 1 to 32
 
 Four contestants, interleaved round by round in one process, medians per token:
 
@@ -132,12 +133,53 @@ def run(hidden: int, layers: int, embedding: int, length: int, rounds: int, thre
             "ops": ops, "rounds": rounds}
 
 
+def batch_sweep(hidden: int, layers: int, embedding: int, length: int, rounds: int) -> list[dict]:
+    """The compiled step against the Python step at a few batch sizes (``fused_step.COMPILED_MAX_BATCH`` is
+    lifted for the measurement): µs per step of ``generate`` at each batch, and the ratio."""
+    import rnnkit.nn.fused_step as fused_step
+
+    torch.manual_seed(0)
+    lm = LanguageModel(LanguageModelConfig(vocab_size=VOCAB, hidden_size=hidden, num_layers=layers,
+                                           embedding_size=embedding)).eval()
+    limit, was = fused_step.COMPILED_MAX_BATCH, compiled.USE
+    fused_step.COMPILED_MAX_BATCH = 1 << 30
+    rows = []
+    try:
+        for batch in SWEEP_BATCHES:
+            prime = torch.randint(0, VOCAB, (batch, 8))
+
+            def sample(on: bool):
+                def go():
+                    compiled.set_compiled(on)
+                    try:
+                        return generate(lm.step, None, prime, length, generator=torch.Generator().manual_seed(1))
+                    finally:
+                        compiled.set_compiled(was)
+                return go
+
+            med = median_times({"compiled": sample(True), "python": sample(False)}, rounds)
+            rows.append({"batch": batch, "us_per_step": {k: round(v / length * 1e6, 1) for k, v in med.items()},
+                         "compiled_vs_python": round(med["python"] / med["compiled"], 2)})
+    finally:
+        fused_step.COMPILED_MAX_BATCH = limit
+    return rows
+
+
+SWEEP_BATCHES = (1, 2, 4, 8, 16, 32)
+
+
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    ap = parser(__doc__)
+    ap.add_argument("--batch-sweep", action="store_true",
+                    help="also time the compiled step against the Python step at batches " +
+                         ", ".join(map(str, SWEEP_BATCHES)))
+    args = ap.parse_args()
     torch.set_num_threads(args.threads)
     shape = (dict(hidden=128, layers=2, embedding=16, length=50, rounds=3) if args.quick
              else dict(hidden=512, layers=2, embedding=64, length=200, rounds=7))
     r = run(**shape, threads=args.threads)
+    if args.batch_sweep:
+        r["batch_sweep"] = batch_sweep(**shape)
     out = write_report("sampling_floor", args, results=[r])
     s = r["shape"]
     print(f"H{s['hidden']} L{s['layers']} E{s['embedding']} V{s['vocab']}, batch 1, {s['tokens']} tokens, "
@@ -150,6 +192,9 @@ def main() -> None:
     print(f"  rnnkit: {r['rnnkit_vs_baseline']:.2f}x the baseline's speed, {r['rnnkit_vs_floor']:.2f}x the time of "
           f"the fastest floor, all at {args.threads} thread{'s' if args.threads > 1 else ''}; "
           f"{r['rnnkit_vs_python_step']:.2f}x its Python step's speed (compiled step: {r['compiled_step']})")
+    for row in r.get("batch_sweep", []):
+        print(f"  batch {row['batch']:3}: compiled {row['us_per_step']['compiled']:8.1f} us a step, Python "
+              f"{row['us_per_step']['python']:8.1f}: {row['compiled_vs_python']:.2f}x")
     print(f"written to {out}")
 
 

@@ -387,14 +387,15 @@ def test_compiled_step_saturates_like_the_python_step(dtype, step_loops):
                 torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
-def test_compiled_step_on_token_rows_and_its_batch_limit(step_loops, monkeypatch):
+@pytest.mark.parametrize("batch", [3, 20])
+def test_compiled_step_on_token_rows_and_its_batch_limit(batch, step_loops, monkeypatch):
     """Token ids through a small vocabulary's table (the sampling path) agree with the Python step; above
     COMPILED_MAX_BATCH rows the Python step runs."""
     import rnnkit.nn.fused_step as fused_step
 
     torch.manual_seed(0)
     emb = torch.randn(11, I, dtype=torch.float64)
-    tokens = torch.randint(0, 11, (3, T))
+    tokens = torch.randint(0, 11, (batch, T))
     for mode in MODES:
         r = Recurrent(mode, I, H, num_layers=3).double().eval()
         runs = []

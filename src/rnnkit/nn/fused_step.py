@@ -51,9 +51,10 @@ SPLIT_MIN_ENTRIES = 1 << 18
 # Largest token table (layers x vocabulary x G*H entries) kept for token inputs: 16 MiB of float32.
 TABLE_MAX_ENTRIES = 1 << 22
 
-# Most rows a step runs compiled (``compiled.stack_step``): its products read each weight row once for all rows
-# of the batch, from cache, where MKL's matrix products win from a few rows up.
-COMPILED_MAX_BATCH = 4
+# Most rows a step runs compiled (``compiled.stack_step``).  Measured against the Python step on a 2-layer LSTM 512
+# (``benchmarks/sampling_floor.py --batch-sweep``): 1.26, 1.91, 2.51, 2.18, 1.72 and 1.31x at 1, 2, 4, 8, 16 and 32
+# rows on two threads, 1.29-2.14x on one; above 32 rows a step runs the sequence kernel anyway.
+COMPILED_MAX_BATCH = 32
 _MODES = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
 
 LayerWeights = tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]  # w_ih, w_hh, b_ih, b_hh as in torch.nn
