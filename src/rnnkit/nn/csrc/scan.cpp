@@ -451,15 +451,16 @@ void add_product(const T* x, int64_t B, int64_t K, const T* w, int64_t ld_w, int
   }
 }
 
-// Units [u0, u1) of one layer: for each of the G gate blocks g, acc (B, G, n) starts from the bias (or the
-// given first-layer rows) and gets the input and hidden products of columns g*H + u0 .. g*H + u1.
+// Units [u0, u1) of one layer: for each of the G gate blocks g, acc (B, G, n) starts from start's columns
+// g*H + u0 .. g*H + u1 (row stride ld_start; 0: one bias for every row) and gets the input and hidden products
+// of the same columns.
 template <typename T>
 void gate_columns(const T* start, int64_t ld_start, const T* x, int64_t K, const T* wx, const T* h, const T* wh,
                   int64_t B, int64_t G, int64_t H, int64_t u0, int64_t u1, T* acc) {
   const int64_t n = u1 - u0, GH = G * H;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t g = 0; g < G; ++g)
-      for (int64_t j = 0; j < n; ++j) acc[(b * G + g) * n + j] = start == nullptr ? T(0) : start[b * ld_start + g * H + u0 + j];
+      for (int64_t j = 0; j < n; ++j) acc[(b * G + g) * n + j] = start[b * ld_start + g * H + u0 + j];
   for (int64_t g = 0; g < G; ++g) {
     if (x != nullptr) add_product(x, B, K, wx + g * H + u0, GH, n, acc + g * n, G * n);
     if (h != nullptr) add_product(h, B, H, wh + g * H + u0, GH, n, acc + g * n, G * n);
@@ -496,20 +497,14 @@ void stack_step_impl(int64_t mode, int64_t G, const Tensor& f, const Tensor& x0,
     at::parallel_for(0, blocks, grain, [&](int64_t k0, int64_t k1) {
       const int64_t u0 = k0 * kUnits, u1 = std::min(H, k1 * kUnits), n = u1 - u0;
       std::vector<T> in(B * G * n), hid(mode == 1 ? B * G * n : 0);
+      // the input side starts from the first layer's rows (bias included) or from the bias, the same for every row
+      const T* start = use_first ? f.data_ptr<T>() : bxp;
+      const int64_t ld_start = use_first ? GH : 0;
       if (mode == 1) {  // a GRU keeps the input and hidden sides apart: r multiplies the hidden side of n
-        gate_columns<T>(use_first ? f.data_ptr<T>() : nullptr, GH, xin, K, wxp, nullptr, nullptr, B, G, H, u0, u1,
-                        in.data());
-        if (!use_first)
-          for (int64_t b = 0; b < B; ++b)
-            for (int64_t g = 0; g < G; ++g)
-              for (int64_t j = 0; j < n; ++j) in[(b * G + g) * n + j] += bxp[g * H + u0 + j];
+        gate_columns<T>(start, ld_start, xin, K, wxp, nullptr, nullptr, B, G, H, u0, u1, in.data());
         gate_columns<T>(bhp, 0, nullptr, 0, nullptr, hp, whp, B, G, H, u0, u1, hid.data());
       } else {
-        gate_columns<T>(use_first ? f.data_ptr<T>() : nullptr, GH, xin, K, wxp, hp, whp, B, G, H, u0, u1, in.data());
-        if (!use_first)
-          for (int64_t b = 0; b < B; ++b)
-            for (int64_t g = 0; g < G; ++g)
-              for (int64_t j = 0; j < n; ++j) in[(b * G + g) * n + j] += bxp[g * H + u0 + j];
+        gate_columns<T>(start, ld_start, xin, K, wxp, hp, whp, B, G, H, u0, u1, in.data());
       }
       for (int64_t b = 0; b < B; ++b) {
         const T* a = in.data() + b * G * n;
