@@ -31,8 +31,9 @@ def _bad_values(o: options.Option) -> list[str]:
         if s.ge is not None:  # (for an option whose 0 means "off", below 0)
             below = s.ge - 1 if o.type is int else s.ge - 0.5
             bad.append(str(int(below) - (1 if s.zero_is_none and below == 0 else 0) if o.type is int else below))
-        if s.gt is not None:
-            bad.append(str(int(s.gt) if o.type is int else s.gt))
+        if s.gt is not None:  # (0 itself is allowed where it means "off": below it)
+            at = s.gt - (1 if s.zero_is_none and s.gt == 0 else 0)
+            bad.append(str(int(at) if o.type is int else at))
         if s.le is not None:
             bad.append(str(int(s.le) + 1 if o.type is int else s.le + 0.5))
         if s.lt is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.cli import main
@@ -103,3 +104,36 @@ def test_every_cell_trains_generates_and_export_refuses_the_new_ones_by_name(tmp
     assert main(["export", str(out), "--out", str(tmp_path / "x.onnx")]) == 2
     assert f"the {cell} cell, which ONNX export cannot write" in _err(capsys)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_an_ema_run_saves_the_average_resumes_with_it_and_its_raw_weights_can_be_scored(tmp_path, tiny_text,
+                                                                                        capsys):
+    import runpy
+    import sys
+
+    out, raw = tmp_path / "ema", tmp_path / "raw"
+    assert main(["train", "lm", "--data", str(tiny_text), "--out", str(out), "--ema", "0.9", *TINY]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["ema"] == 0.9
+    state = ckpt.load_training_state(out)
+    saved, _ = ckpt.load_tensors(out / "model.safetensors")
+    assert all(torch.equal(saved[k], state["ema"][k]) for k in state["ema"])
+    # resuming takes --ema from the run; another value is refused before anything is written
+    assert main(["train", "lm", "--out", str(out), "--resume", "--ema", "0.5", "--max-steps", "6"]) == 2
+    assert "ema" in _err(capsys)
+    assert main(["train", "lm", "--data", str(tiny_text), "--out", str(tmp_path / "bad"), "--ema", "1",
+                 *TINY]) == 2
+    assert "--ema" in _err(capsys) and not (tmp_path / "bad").exists()
+
+    argv = sys.argv
+    sys.argv = ["raw_weights.py", str(out), str(raw)]
+    try:
+        runpy.run_path("scripts/raw_weights.py", run_name="__main__")
+    finally:
+        sys.argv = argv
+    weights, _ = ckpt.load_tensors(raw / "model.safetensors")
+    assert all(torch.equal(weights[k], state["model"][k]) for k in state["model"])
+    assert main(["evaluate", str(raw), "--data", str(tiny_text), "--json"]) == 0
+    assert main(["evaluate", str(out), "--data", str(tiny_text), "--json"]) == 0
+    raw_loss, ema_loss = (json.loads(line)["loss"] for line in capsys.readouterr().out.split("\n")
+                          if line.startswith("{"))
+    assert raw_loss != ema_loss

@@ -146,3 +146,62 @@ def test_deterministic_kernels_hold_during_fit_and_are_restored(tmp_path):
     _tiny.evaluate_fn = lambda m: seen.append(torch.are_deterministic_algorithms_enabled()) or {"loss": 1.0}
     _tiny.fit()
     assert seen == [False, False]
+
+
+def _trained_weights(tmp_path, steps):
+    tr = _tiny_trainer(tmp_path, max_steps=steps, eval_every=steps)
+    tr.fit()
+    return {k: v.clone() for k, v in tr.model.named_parameters()}
+
+
+def test_ema_holds_the_moving_average_of_the_trained_weights(tmp_path):
+    raw = [dict(_tiny_trainer(tmp_path / "init").model.named_parameters())]
+    raw[0] = {k: v.detach().clone() for k, v in raw[0].items()}
+    raw += [_trained_weights(tmp_path / f"raw{t}", t) for t in range(1, 5)]
+    assert not torch.equal(raw[1]["out.weight"], raw[2]["out.weight"])
+
+    expected, average = [], dict(raw[0])
+    for t in range(4):  # step t (0-based) moves the weights raw[t] -> raw[t + 1]
+        decay = min(0.2, (1 + t) / (10 + t))  # (1+t)/(10+t) while smaller: 0.1, 0.18, then 0.2
+        average = {k: decay * average[k] + (1 - decay) * raw[t + 1][k] for k in average}
+        expected.append(average)
+
+    seen, losses = [], iter([4.0, 3.0, 2.0, 1.0])
+    tr = _tiny_trainer(tmp_path / "ema", max_steps=4, eval_every=1, ema=0.2)
+    tr.evaluate_fn = lambda m: seen.append({k: v.clone() for k, v in m.named_parameters()}) or \
+        {"loss": next(losses)}
+    tr.fit()
+    for got, want in zip(seen, expected):  # validation sees the average after each step
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6)
+    for k, v in tr.model.named_parameters():  # training itself runs on the raw weights, untouched
+        assert torch.equal(v, raw[4][k]), k
+    state = ckpt.load_training_state(tmp_path / "ema")
+    saved, _ = ckpt.load_tensors(tmp_path / "ema" / "model.safetensors")
+    for k in expected[-1]:
+        assert torch.equal(state["model"][k], raw[4][k])
+        assert torch.equal(saved[k], state["ema"][k])  # the best (last) evaluation saved the average
+        torch.testing.assert_close(saved[k], expected[-1][k], rtol=0, atol=1e-6)
+
+
+def test_ema_resumes_exactly(tmp_path):
+    whole = _tiny_trainer(tmp_path / "whole", ema=0.9, save_every=1)
+    whole.fit()
+    cut = _tiny_trainer(tmp_path / "cut", ema=0.9, max_time=1e-9)  # stops after its first step
+    cut.fit()
+    assert ckpt.load_training_state(tmp_path / "cut")["step"] == 1
+    resumed = _tiny_trainer(tmp_path / "cut", ema=0.9)
+    resumed.fit(resume=True)
+    a, b = ckpt.load_training_state(tmp_path / "whole"), ckpt.load_training_state(tmp_path / "cut")
+    assert a["step"] == b["step"] == 6
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert not torch.equal(a["ema"]["out.weight"], a["model"]["out.weight"])
+
+
+def test_ema_option_bounds():
+    assert TrainConfig(max_steps=1, ema=0.999).ema == 0.999
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match="ema"):
+            TrainConfig(max_steps=1, ema=bad)

@@ -40,7 +40,7 @@ from torch import nn
 from rnnkit import checkpoint as ckpt
 from rnnkit import distributed
 from rnnkit.distributed import DEVICES, resolve_device  # noqa: F401  (resolve_device re-exported)
-from rnnkit.errors import ConfigError, RnnkitError
+from rnnkit.errors import CheckpointError, ConfigError, RnnkitError
 from rnnkit.options import opt, validate
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -61,6 +61,11 @@ class TrainConfig:
     momentum: float = opt(0.9, ge=0, lt=1, help="sgd momentum")
     clip_norm: Optional[float] = opt(5.0, ge=0, zero_is_none=True,
                                      help="clip the global gradient norm to this; 0 disables")
+    ema: Optional[float] = opt(None, gt=0, lt=1, zero_is_none=True, metavar="DECAY",
+                               help="keep an exponential moving average of the weights, this decay a step "
+                                    "(0.999: about the last 1,000 steps; early steps use (1+t)/(10+t) when "
+                                    "smaller); validation, the best weights and model.safetensors use the "
+                                    "average, last/ keeps both; 0 disables")
     schedule: str = opt("constant", choices=("constant", "linear", "cosine"),
                         help="learning-rate schedule (linear and cosine decay to --min-lr-ratio x --lr)")
     warmup_steps: int = opt(0, ge=0, help="linear warm-up steps from 0")
@@ -238,6 +243,9 @@ class Trainer:
         self._scaling = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
         self.scaler = self._scaling if self._scaling.is_enabled() else None
         self.step, self.best, self.bad_evals = 0, None, 0
+        # the weights' moving average (--ema): one tensor per trained parameter, by name
+        self.ema: Optional[dict[str, torch.Tensor]] = None if config.ema is None else \
+            {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
         self.history: list[dict[str, Any]] = []
         self.carry = None
         self._bar = None
@@ -255,6 +263,8 @@ class Trainer:
                  "optimizer": self.optimizer.state_dict(), "data": self.train.state_dict(),
                  "rng": ckpt.rng_state() if not self.dist.enabled else None,
                  "carry": None if self.carry is None else list(self.carry)}
+        if self.ema is not None:
+            state["ema"] = self.ema
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -291,6 +301,11 @@ class Trainer:
                            self._rank_device())
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise CheckpointError(f"cannot resume {self.run_dir} with --ema: its checkpoint holds no average")
+            for name, tensor in self.ema.items():
+                tensor.copy_(state["ema"][name])
         self.step, self.best, self.bad_evals = state["step"], state["best"], state["bad_evals"]
         self.history = state["history"]
         carry = state["carry"]
@@ -318,6 +333,35 @@ class Trainer:
         from rnnkit.plots import loss_curve
         loss_curve(self.history, self.run_dir / "loss.png")
 
+    # -- the weights' moving average ---------------------------------------------
+    def _update_average(self) -> None:
+        """After an optimizer step: average <- average + (1 - decay) (weights - average), the decay
+        held at (1 + t) / (10 + t) while that is smaller, so early steps do not keep the initial weights."""
+        decay = min(self.config.ema, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if name in self.ema:
+                    self.ema[name].lerp_(p.detach(), 1.0 - decay)
+
+    @contextlib.contextmanager
+    def _averaged_weights(self):
+        """Within the block the model holds the moving average (when --ema is on); the trained weights,
+        bit for bit, afterwards."""
+        if self.ema is None:
+            yield
+            return
+        params = dict(self.model.named_parameters())
+        kept = {name: params[name].detach().clone() for name in self.ema}
+        try:
+            with torch.no_grad():
+                for name, tensor in self.ema.items():
+                    params[name].copy_(tensor)
+            yield
+        finally:
+            with torch.no_grad():
+                for name, tensor in kept.items():
+                    params[name].copy_(tensor)
+
     # -- the loop ------------------------------------------------------------
     def _evaluate(self, row: dict[str, Any]) -> bool:
         """Evaluate, log, keep the best weights; True when early stopping says stop."""
@@ -325,19 +369,20 @@ class Trainer:
             return False
         was_training = self.model.training
         self.model.eval()
-        with torch.inference_mode(), self._autocast():
-            metrics = self.evaluate_fn(self.model)
+        with self._averaged_weights():
+            with torch.inference_mode(), self._autocast():
+                metrics = self.evaluate_fn(self.model)
+            # numbers go to metrics.csv; tables (per class, per type, confusion) are the task's to report
+            row.update({f"valid_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
+            value = metrics[self.metric]
+            improved = self.best is None or (value > self.best if self.maximize else value < self.best)
+            if improved:
+                self.best, self.bad_evals = value, 0
+                if self.run_dir is not None:
+                    ckpt.save_tensors(self.run_dir / ckpt.WEIGHTS, self.model.state_dict())
+            else:
+                self.bad_evals += 1
         self.model.train(was_training)
-        # numbers go to metrics.csv; tables (per class, per type, confusion) are the task's to report
-        row.update({f"valid_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
-        value = metrics[self.metric]
-        improved = self.best is None or (value > self.best if self.maximize else value < self.best)
-        if improved:
-            self.best, self.bad_evals = value, 0
-            if self.run_dir is not None:
-                ckpt.save_tensors(self.run_dir / ckpt.WEIGHTS, self.model.state_dict())
-        else:
-            self.bad_evals += 1
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
         message = f"step {self.step}: valid {shown}{' (best)' if improved else ''}"
         if self._bar is not None and not self._bar.disable:
@@ -435,6 +480,8 @@ class Trainer:
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm)
                 self._scaling.step(self.optimizer)
                 self._scaling.update()
+                if self.ema is not None:
+                    self._update_average()
                 self.carry = out.carry
                 self.step += 1
                 run_loss += g_loss
@@ -462,7 +509,8 @@ class Trainer:
         elif stop:
             self.log(f"early stop at step {self.step}: no improvement in {cfg.patience} evaluations")
         if self.evaluate_fn is None and self.run_dir is not None and self.is_main:
-            ckpt.save_tensors(self.run_dir / ckpt.WEIGHTS, self.model.state_dict())
+            with self._averaged_weights():
+                ckpt.save_tensors(self.run_dir / ckpt.WEIGHTS, self.model.state_dict())
         distributed.barrier()  # the other ranks read rank 0's files only once they are written
         return self.history
 
