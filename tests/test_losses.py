@@ -54,8 +54,11 @@ def test_ignore_index_equals_mask():
     assert torch.allclose(token_mean(*by_index), ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("written", [False, True], ids=["autograd", "written-out"])
 @pytest.mark.parametrize("pad_id", [0, 6, 10**6, -5])
-def test_pads_change_neither_loss_count_nor_gradient(pad_id):
+def test_pads_change_neither_loss_count_nor_gradient(pad_id, written, monkeypatch):
+    if written:
+        monkeypatch.setattr("rnnkit.losses.WRITTEN_OUT_MIN", 0)
     logits, targets, mask = _batch()
     logits.requires_grad_(True)
     total, count = sequence_nll(logits, targets, mask)
@@ -82,7 +85,10 @@ def test_pads_change_neither_loss_count_nor_gradient(pad_id):
     assert torch.equal(grad[~mask], torch.zeros_like(grad[~mask]))
 
 
-def test_all_pads_gives_zero_loss_zero_grad_and_zero_mean():
+@pytest.mark.parametrize("written", [False, True], ids=["autograd", "written-out"])
+def test_all_pads_gives_zero_loss_zero_grad_and_zero_mean(written, monkeypatch):
+    if written:
+        monkeypatch.setattr("rnnkit.losses.WRITTEN_OUT_MIN", 0)
     logits, targets, _ = _batch()
     logits.requires_grad_(True)
     mask = torch.zeros_like(targets, dtype=torch.bool)
@@ -135,3 +141,65 @@ def test_uniform_logits_give_log_v():
     V = 5
     total, count = sequence_nll(torch.zeros(2, 3, V), torch.zeros(2, 3, dtype=torch.long))
     assert token_mean(total, count).item() == pytest.approx(math.log(V))
+
+
+@pytest.fixture
+def written_out(monkeypatch):
+    """The written-out gradient at every size (by default small losses take autograd's path)."""
+    import rnnkit.losses
+
+    monkeypatch.setattr(rnnkit.losses, "WRITTEN_OUT_MIN", 0)
+
+
+def _path(total) -> str:
+    names, stack = set(), [total.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is not None:
+            names.add(type(fn).__name__)
+            stack += [f for f, _ in fn.next_functions]
+    return "written" if any("SmoothedCrossEntropy" in n for n in names) else "autograd"
+
+
+def test_large_losses_take_the_written_out_gradient_and_small_ones_autograd():
+    V = 300
+    for N, want in ((8, "autograd"), (1024, "written")):
+        logits = torch.randn(1, N, V, requires_grad=True)
+        assert _path(sequence_nll(logits, torch.randint(0, V, (1, N)))[0]) == want
+    with torch.no_grad():
+        assert sequence_nll(torch.randn(1, 1024, V), torch.randint(0, V, (1, 1024)))[0].grad_fn is None
+
+
+def test_a_second_backward_through_the_written_out_loss_is_refused(written_out):
+    logits, targets, mask = _batch()
+    x = logits.clone().requires_grad_(True)
+    total, _ = sequence_nll(x, targets, mask, label_smoothing=0.1)
+    total.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran already"):
+        total.backward()
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_the_written_out_gradient_equals_autograd_through_torch_cross_entropy(smoothing, dtype, written_out):
+    logits, targets, mask = _batch(B=3, T=6, V=11, seed=3)
+    logits = (3 * logits).to(dtype)
+    targets[0, 0] = 99  # a pad's id outside the vocabulary
+    mask[0, 0] = False
+    g = torch.Generator().manual_seed(1)
+    upstream = torch.rand((), generator=g) + 0.5
+
+    mine = logits.clone().requires_grad_(True)
+    total, count = sequence_nll(mine, targets, mask, label_smoothing=smoothing)
+    assert _path(total) == "written"
+    (total * upstream).backward()
+
+    ref = logits.clone().requires_grad_(True)
+    per_token = F.cross_entropy(ref.to(torch.promote_types(dtype, torch.float32)).reshape(-1, 11), targets.masked_fill(~mask, -100).reshape(-1),
+                                ignore_index=-100, reduction="none", label_smoothing=smoothing)
+    (per_token.sum() * upstream).backward()
+    tol = {torch.float64: 1e-12, torch.float32: 1e-6, torch.bfloat16: 1e-2}[dtype]
+    assert mine.grad.dtype == dtype and total.dtype == torch.promote_types(dtype, torch.float32)
+    torch.testing.assert_close(total.double(), per_token.sum().double(), rtol=tol, atol=tol)
+    torch.testing.assert_close(mine.grad.double(), ref.grad.double(), rtol=tol, atol=tol)
+    assert mine.grad[0, 0].abs().sum() == 0 and int(count) == int(mask.sum())

@@ -1,3 +1,3 @@
 """rnnkit: recurrent neural networks on PyTorch, from the equations to real tasks."""
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
