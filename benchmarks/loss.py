@@ -7,10 +7,12 @@ log-probabilities, two passes over the ``(tokens, vocabulary)`` logits. Autograd
 backward over it. ``rnnkit.losses.USE_TORCH`` switches training back to the latter, which is
 what the "autograd" contestant runs.
 
-    python benchmarks/loss.py            # the op at four shapes, then training steps of four Keras-table rows
+    python benchmarks/loss.py            # the op at four shapes, then training steps of six Keras-table rows
+    python benchmarks/loss.py --ops-only # the op only, under a minute
     python benchmarks/loss.py --quick    # small shapes, seconds
 
-The op: forward and backward of ``sequence_nll`` on float32 logits, label smoothing 0 and 0.1.
+The op: forward and backward of ``sequence_nll`` on float32 logits, label smoothing 0 and 0.1, each
+path at every shape (``WRITTEN_OUT_MIN``, below which training keeps autograd's path, set aside).
 The steps: rnnkit's ``Trainer`` on the rows of ``peer_keras.py`` whose loss is ``sequence_nll`` (the
 character LMs, the tagger, the GRU seq2seq with its 8,000-word output layer), the same batches and
 weights for both contestants, interleaved round by round. Writes benchmarks/results/loss[-quick].json.
@@ -37,13 +39,13 @@ def op_times(quick: bool, rounds: int) -> list[dict]:
         targets = torch.randint(0, V, (1, N), generator=g)
         for smoothing in (0.0, 0.1):
             def run(use_torch: bool, smoothing=smoothing, logits=logits, targets=targets) -> None:
-                impl.USE_TORCH = use_torch
+                impl.USE_TORCH, threshold, impl.WRITTEN_OUT_MIN = use_torch, impl.WRITTEN_OUT_MIN, 0
                 try:
                     x = logits.clone().requires_grad_(True)
                     total, _ = impl.sequence_nll(x, targets, label_smoothing=smoothing)
                     total.backward()
                 finally:
-                    impl.USE_TORCH = False
+                    impl.USE_TORCH, impl.WRITTEN_OUT_MIN = False, threshold
             t = timings({"autograd": lambda: run(True), "written-out": lambda: run(False)}, rounds)
             med = {k: v["median"] for k, v in t["contestants"].items()}
             out.append({"tokens": N, "vocabulary": V, "label_smoothing": smoothing,
@@ -77,12 +79,14 @@ def step_times(quick: bool, rounds: int, steps: int) -> list[dict]:
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    ap = parser(__doc__)
+    ap.add_argument("--ops-only", action="store_true", help="time the op only (writes loss-ops[-quick].json)")
+    args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rounds = 3 if args.quick else 15
     ops = op_times(args.quick, rounds * 2)
-    steps = step_times(args.quick, rounds, 2 if args.quick else 5)
-    path = write_report("loss", args, op=ops, steps=steps)
+    steps = [] if args.ops_only else step_times(args.quick, rounds, 2 if args.quick else 5)
+    path = write_report("loss-ops" if args.ops_only else "loss", args, op=ops, steps=steps)
     print(f"{'op: tokens x vocabulary, smoothing':40} {'autograd ms':>11} {'written ms':>10}  ratio [min-max]")
     for r in ops:
         t = r["milliseconds"]

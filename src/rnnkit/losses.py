@@ -28,8 +28,8 @@ _SKIP = -100
 # True: training takes the loss's gradient through autograd over ``F.cross_entropy`` as well
 # (benchmarks/loss.py compares the two; the numbers agree to rounding)
 USE_TORCH = False
-# below this many logits autograd's path is the faster (measured: 1,152 x 43 took 0.12 ms written out, 0.08 ms
-# through autograd; 4,096 x 256 1.6 ms against 2.3 ms)
+# below this many logits the Python function's fixed cost outweighs what it saves (benchmarks/loss.py's
+# op table times both paths at every shape)
 WRITTEN_OUT_MIN = 1 << 17
 
 
@@ -115,8 +115,9 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
     Autograd's backward of that graph builds the target's gradient (a zeroed ``(N, V)`` tensor, the
     one-hot scatter, the smoothing term added) and then runs log-softmax's backward over it; the
     gradient is simply ``g * (softmax - q)`` with ``q`` the smoothed target, so this computes it
-    from the saved log-probabilities in two passes over ``(N, V)``: the exponential, and one
-    multiply-add with the uniform part; the one-hot part is a scatter of N values.  Computed in
+    over the saved log-probabilities, in place, in two passes over ``(N, V)``: the exponential,
+    and one multiply-add with the uniform part; the one-hot part is a scatter of N values.  So
+    the backward can run once per forward: a second (``retain_graph``) is refused.  Computed in
     float32 at least (as autocast runs ``cross_entropy``); the gradient comes back in the logits'
     dtype.  Rows with target ``_SKIP`` get loss 0 and gradient 0.
     """
