@@ -205,3 +205,18 @@ def test_ema_option_bounds():
     for bad in (1.0, 1.5, -0.1):
         with pytest.raises(ConfigError, match="ema"):
             TrainConfig(max_steps=1, ema=bad)
+
+
+def test_ema_with_tied_weights_averages_the_one_tensor_and_saves_it_under_both_names(tmp_path):
+    torch.manual_seed(0)
+    model = LanguageModel(LanguageModelConfig(vocab_size=5, hidden_size=8, num_layers=1, embedding_size=8,
+                                              tie_weights=True))
+    data = StreamBatches(torch.arange(200) % 5, batch_size=2, seq_len=8)
+    tr = Trainer(model, TrainConfig(max_steps=4, eval_every=4, ema=0.5), data, evaluate=lambda m: {"loss": 1.0},
+                 run_dir=tmp_path, progress=False, log=lambda s: None)
+    tr.fit()
+    assert model.out.weight is model.embedding.weight
+    saved, _ = ckpt.load_tensors(tmp_path / "model.safetensors")
+    average = tr.ema["embedding.weight"]
+    assert torch.equal(saved["embedding.weight"], average) and torch.equal(saved["out.weight"], average)
+    assert not torch.equal(average, model.embedding.weight)
