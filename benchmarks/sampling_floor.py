@@ -101,13 +101,7 @@ def run(hidden: int, layers: int, embedding: int, length: int, rounds: int, thre
     def ours():
         return generate(lm.step, None, prime, length, generator=torch.Generator().manual_seed(1))
 
-    def ours_python():  # the same with the step in Python (rnnkit.nn.fused_step without the compiled stack_step)
-        was = compiled.USE
-        compiled.set_compiled(False)
-        try:
-            return ours()
-        finally:
-            compiled.set_compiled(was)
+    ours_python = with_compiled(False, ours)  # the step in Python (rnnkit.nn.fused_step without stack_step)
 
     def theirs():
         return bare.sample(prime, length, torch.Generator().manual_seed(1))
@@ -133,6 +127,18 @@ def run(hidden: int, layers: int, embedding: int, length: int, rounds: int, thre
             "ops": ops, "rounds": rounds}
 
 
+def with_compiled(on: bool, fn):
+    """``fn`` run with ``rnnkit.nn.compiled`` switched on or off, the setting restored after."""
+    def go():
+        was = compiled.USE
+        compiled.set_compiled(on)
+        try:
+            return fn()
+        finally:
+            compiled.set_compiled(was)
+    return go
+
+
 def batch_sweep(hidden: int, layers: int, embedding: int, length: int, rounds: int) -> list[dict]:
     """The compiled step against the Python step at a few batch sizes (``fused_step.COMPILED_MAX_BATCH`` is
     lifted for the measurement): µs per step of ``generate`` at each batch, and the ratio."""
@@ -141,23 +147,18 @@ def batch_sweep(hidden: int, layers: int, embedding: int, length: int, rounds: i
     torch.manual_seed(0)
     lm = LanguageModel(LanguageModelConfig(vocab_size=VOCAB, hidden_size=hidden, num_layers=layers,
                                            embedding_size=embedding)).eval()
-    limit, was = fused_step.COMPILED_MAX_BATCH, compiled.USE
+    limit = fused_step.COMPILED_MAX_BATCH
     fused_step.COMPILED_MAX_BATCH = 1 << 30
     rows = []
     try:
         for batch in SWEEP_BATCHES:
             prime = torch.randint(0, VOCAB, (batch, 8))
 
-            def sample(on: bool):
-                def go():
-                    compiled.set_compiled(on)
-                    try:
-                        return generate(lm.step, None, prime, length, generator=torch.Generator().manual_seed(1))
-                    finally:
-                        compiled.set_compiled(was)
-                return go
+            def sample(prime=prime):
+                return generate(lm.step, None, prime, length, generator=torch.Generator().manual_seed(1))
 
-            med = median_times({"compiled": sample(True), "python": sample(False)}, rounds)
+            med = median_times({"compiled": with_compiled(True, sample), "python": with_compiled(False, sample)},
+                               rounds)
             rows.append({"batch": batch, "us_per_step": {k: round(v / length * 1e6, 1) for k, v in med.items()},
                          "compiled_vs_python": round(med["python"] / med["compiled"], 2)})
     finally:

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from rnnkit import checkpoint as ckpt
-from rnnkit.errors import ConfigError
+from rnnkit.errors import RnnkitError
 
 
 def main() -> None:
@@ -23,10 +23,14 @@ def main() -> None:
     ap.add_argument("out", type=Path, help="the run folder to write (must not exist)")
     args = ap.parse_args()
     if args.out.exists():
-        raise SystemExit(f"{args.out} exists; name a new folder")
-    state = ckpt.load_training_state(args.run)
+        raise SystemExit(f"raw_weights: {args.out} exists; name a new folder")
+    try:
+        state = ckpt.load_training_state(args.run)
+    except RnnkitError as e:  # no last/ checkpoint, or a damaged one: one line, no traceback
+        raise SystemExit(f"raw_weights: {e}") from None
     if "ema" not in state:
-        raise ConfigError(f"{args.run} was trained without --ema: model.safetensors holds its weights already")
+        raise SystemExit(f"raw_weights: {args.run} was trained without --ema: its model.safetensors holds its "
+                         "weights already")
     args.out.mkdir(parents=True)
     for f in args.run.iterdir():
         if f.is_file() and f.suffix == ".json" and f.name != "report.json":  # the model's, not its scores

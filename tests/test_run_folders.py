@@ -130,6 +130,14 @@ def test_an_ema_run_saves_the_average_resumes_with_it_and_its_raw_weights_can_be
         runpy.run_path("scripts/raw_weights.py", run_name="__main__")
     finally:
         sys.argv = argv
+    refused = (([str(out), str(raw)], "exists"), ([str(tmp_path / "none"), str(tmp_path / "x")], "raw_weights:"))
+    for argv_bad, words in refused:
+        sys.argv = ["raw_weights.py", *argv_bad]
+        try:
+            with pytest.raises(SystemExit, match=words):
+                runpy.run_path("scripts/raw_weights.py", run_name="__main__")
+        finally:
+            sys.argv = argv
     weights, _ = ckpt.load_tensors(raw / "model.safetensors")
     assert all(torch.equal(weights[k], state["model"][k]) for k in state["model"])
     assert main(["evaluate", str(raw), "--data", str(tiny_text), "--json"]) == 0
